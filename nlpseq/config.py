@@ -1,0 +1,26 @@
+"""Where the Hydra config tree lives, and the resolvers it uses."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"  # source checkout / editable install
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"       # wheel install (see pyproject)
+
+
+def conf_dir() -> str:
+    for path in (_SOURCE_CONF, _PACKAGED_CONF):
+        if (path / "config.yaml").is_file():
+            return str(path)
+    raise FileNotFoundError(f"nlpseq config tree not found in {_SOURCE_CONF} or {_PACKAGED_CONF}")
+
+
+def register_resolvers() -> None:
+    # the process id makes run directories of runs started in the same second distinct
+    if not OmegaConf.has_resolver("nlpseq.pid"):
+        OmegaConf.register_new_resolver("nlpseq.pid", lambda: str(os.getpid()), use_cache=True)
+    # the folder that holds conf/ and tasks/: the shipped samples are found from any working directory
+    if not OmegaConf.has_resolver("nlpseq.root"):
+        OmegaConf.register_new_resolver("nlpseq.root", lambda: str(Path(conf_dir()).parent))

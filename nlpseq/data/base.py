@@ -1,0 +1,151 @@
+"""Shared DataModule machinery: encoded splits held as flat id arrays, bucketed loaders, vocab caching.
+
+Subclasses read their splits, train their tokenizer/labels on the training split, and encode every
+split once (never per epoch). The vocabulary is written to the run directory the first time, so DDP
+worker processes and resumed runs reuse exactly the same ids instead of rebuilding them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from nlpseq.data.sampler import BucketBatchSampler
+from nlpseq.errors import ConfigError, check_int
+from nlpseq.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class RaggedArray:
+    """Variable-length integer sequences stored as one flat array plus offsets (compact, fast to slice)."""
+
+    def __init__(self, seqs: Sequence[Sequence[int]] | None = None, flat=None, offsets=None):
+        if seqs is not None:
+            lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+            offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(offsets[-1]))
+        self.flat, self.offsets = flat, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.flat[self.offsets[i]:self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+class EncodedDataset(Dataset):
+    """Index -> example; `__getitems__` hands whole batches of indices to `collate` at once."""
+
+    def __init__(self, size: int, lengths: np.ndarray, collate: Callable[[list[int]], Any]):
+        self.size, self.lengths, self.collate = size, lengths, collate
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int):
+        return self.collate([i])
+
+    def __getitems__(self, indices: list[int]):
+        return self.collate(indices)
+
+
+def _first(batch):
+    return batch[0] if isinstance(batch, list) else batch
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Loaders with length-bucketed batches over encoded splits; subclasses fill `self.splits`."""
+
+    def __init__(self, batch_size: int = 32, eval_batch_size: int = 128, max_tokens: int | None = None,
+                 num_workers: int = 0, bucket_pool: int = 50, seed: int = 0):
+        super().__init__()
+        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
+        self.eval_batch_size = check_int("data.eval_batch_size", eval_batch_size, minimum=1)
+        if max_tokens is not None:
+            check_int("data.max_tokens", max_tokens, minimum=1)
+        self.max_tokens, self.num_workers = max_tokens, check_int("data.num_workers", num_workers, minimum=0)
+        self.bucket_pool, self.seed = check_int("data.bucket_pool", bucket_pool, minimum=1), seed
+        self.splits: dict[str, EncodedDataset] = {}
+        self._train_sampler: BucketBatchSampler | None = None
+
+    # ---- vocabulary: built once per run directory
+    def prepare(self, run_dir: str | Path | None = None) -> None:
+        """Read the data, build (or reuse) the vocabulary, encode every split. Called before the model exists."""
+        path = Path(run_dir) / "vocab.json" if run_dir is not None else None
+        settings = self.vocab_settings()
+        if path is not None and path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("settings") != settings:
+                raise ConfigError("data", f"settings differ from the vocabulary saved in {path} by this run "
+                                          f"directory's first start; resume with the same data and tokenizer settings")
+            self.load_vocab(saved["vocab"])
+            self.read_splits(train_only_for_vocab=False)
+        else:
+            self.read_splits(train_only_for_vocab=True)
+            if path is not None:
+                atomic_write_text(path, json.dumps({"settings": settings, "vocab": self.dump_vocab()}))
+        self.encode_splits()
+
+    def vocab_settings(self) -> Any:
+        raise NotImplementedError
+
+    def read_splits(self, train_only_for_vocab: bool) -> None:
+        """Read the data; when `train_only_for_vocab`, also build the vocabulary from the training split."""
+        raise NotImplementedError
+
+    def dump_vocab(self) -> dict:
+        raise NotImplementedError
+
+    def load_vocab(self, vocab: dict) -> None:
+        raise NotImplementedError
+
+    def encode_splits(self) -> None:
+        raise NotImplementedError
+
+    def model_inputs(self) -> dict:
+        """What the model needs from the data (tokenizer JSON, labels): plain values for the checkpoint."""
+        raise NotImplementedError
+
+    # ---- loaders
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = self.splits[split]
+        replicas, rank = self._world()
+        sampler = BucketBatchSampler(ds.lengths, batch_size=self.batch_size if train else self.eval_batch_size,
+                                     max_tokens=self.max_tokens, shuffle=train, seed=self.seed,
+                                     pool_batches=self.bucket_pool, num_replicas=replicas, rank=rank)
+        if train:
+            self._train_sampler = sampler
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=_first, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0 and train)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise ConfigError("data.test", "no test split configured")
+        return self._loader("test", train=False)
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self.splits

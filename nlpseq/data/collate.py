@@ -1,0 +1,23 @@
+"""Padding a list of id sequences into a batch tensor plus lengths and mask."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def pad_ids(seqs: Sequence[Sequence[int]] | Sequence[np.ndarray], pad_id: int = 0,
+            min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence -> (ids [B, T] long, lengths [B] long on CPU)."""
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    width = max(int(lengths.max(initial=0)), min_length)
+    out = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return torch.from_numpy(out), torch.from_numpy(lengths)
+
+
+def lengths_to_mask(lengths: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    width = int(lengths.max()) if width is None else width
+    return torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)

@@ -1,0 +1,96 @@
+"""Length-bucketed batching: batches of similar lengths so little compute goes to padding.
+
+Works under DDP without Lightning's sampler replacement (set `use_distributed_sampler=False`): each
+rank takes every `num_replicas`-th batch. Training batches are padded by repetition so that every
+rank runs the same number of steps (unequal counts would hang the gradient all-reduce); evaluation
+batches are not padded, so metrics summed over ranks count every example exactly once.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from nlpseq.errors import check_int
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    def __init__(self, lengths: Sequence[int], batch_size: int = 32, max_tokens: int | None = None,
+                 shuffle: bool = True, seed: int = 0, pool_batches: int = 50, drop_last: bool = False,
+                 num_replicas: int = 1, rank: int = 0, pad_to_equal: bool | None = None):
+        check_int("batch_size", batch_size, minimum=1)
+        if max_tokens is not None:
+            check_int("max_tokens", max_tokens, minimum=1)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.shuffle, self.seed, self.pool_batches, self.drop_last = shuffle, seed, pool_batches, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.pad_to_equal = shuffle if pad_to_equal is None else pad_to_equal
+        self.epoch = 0
+        self.start_batch = 0  # batches already consumed this epoch (exact mid-epoch resume)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _chunk(self, order: np.ndarray) -> list[np.ndarray]:
+        """Cut length-sorted indices into batches of at most batch_size examples (and max_tokens)."""
+        if self.max_tokens is None:
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches, start, longest = [], 0, 0
+        for i, idx in enumerate(order):
+            longest_if = max(longest, int(self.lengths[idx]))
+            n = i - start + 1
+            if n > 1 and (n > self.batch_size or n * longest_if > self.max_tokens):
+                batches.append(order[start:i])
+                start, longest_if = i, int(self.lengths[idx])
+            longest = longest_if
+        batches.append(order[start:])
+        return batches
+
+    def all_batches(self) -> list[np.ndarray]:
+        """Every batch of this epoch, for all ranks, in order."""
+        n = len(self.lengths)
+        if self.shuffle:
+            rng = np.random.default_rng((self.seed, self.epoch))
+            perm = rng.permutation(n)
+            pool = self.batch_size * self.pool_batches
+            batches: list[np.ndarray] = []
+            for s in range(0, n, pool):  # sort within pools: similar lengths, still random order overall
+                chunk = perm[s:s + pool]
+                chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                batches.extend(self._chunk(chunk))
+            if self.drop_last and self.max_tokens is None:
+                batches = [b for b in batches if len(b) == self.batch_size]
+            order = rng.permutation(len(batches))
+            batches = [batches[i] for i in order]
+        else:  # evaluation: globally sorted, longest first (fails fast on memory)
+            batches = self._chunk(np.argsort(-self.lengths, kind="stable"))
+        return batches
+
+    def rank_batches(self) -> list[np.ndarray]:
+        batches = self.all_batches()
+        if self.num_replicas > 1:
+            if self.pad_to_equal and batches:
+                per_rank = -(-len(batches) // self.num_replicas)
+                batches = batches + batches[: per_rank * self.num_replicas - len(batches)]
+            batches = batches[self.rank::self.num_replicas]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.rank_batches()
+        start, self.start_batch = self.start_batch, 0
+        for b in batches[start:]:
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        return len(self.rank_batches())
+
+    def padding_share(self) -> float:
+        """Share of positions in this epoch's padded batches that are padding."""
+        real = total = 0
+        for b in self.all_batches():
+            lens = self.lengths[b]
+            real += int(lens.sum())
+            total += int(lens.max()) * len(b)
+        return 1.0 - real / max(total, 1)

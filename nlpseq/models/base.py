@@ -1,0 +1,97 @@
+"""Shared LightningModule base: optimizers and schedules from config, checkpoint metadata, device moves.
+
+Each task module passes only plain values (dicts, lists, strings, numbers) to `save_hyperparameters`,
+so a checkpoint holds no pickled objects and loads with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+
+from nlpseq.errors import ConfigError, check_choice, check_float, check_int
+
+FORMAT_VERSION = 1
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "plateau", "cosine", "linear")
+
+
+def build_optimizer(params, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
+                    momentum: float = 0.9, betas: tuple[float, float] | list[float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    check_choice("name", name, OPTIMIZERS)
+    check_float("lr", lr, 0.0, low_open=True)
+    check_float("weight_decay", weight_decay, 0.0)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+
+
+class TaskModule(pl.LightningModule):
+    """Base of the four task modules. Subclasses set `task` and call `save_hyperparameters(logger=False)`."""
+
+    task: ClassVar[str] = ""
+    monitor: ClassVar[str] = "val/loss"  # metric the plateau scheduler follows (task configs set their own)
+
+    def configure_optimizers(self) -> Any:
+        optim_cfg = dict(self.hparams.get("optim") or {})
+        try:
+            optimizer = build_optimizer(self.parameters(), **optim_cfg)
+        except ConfigError as e:
+            raise e.under("model.optim") from None
+        except TypeError as e:
+            raise ConfigError("model.optim", str(e)) from None
+        sched = dict(self.hparams.get("scheduler") or {"name": "none"})
+        name = check_choice("model.scheduler.name", sched.pop("name", "none"), SCHEDULERS)
+        if name == "none":
+            return optimizer
+        if name == "plateau":
+            allowed = {"factor", "patience", "monitor", "mode", "min_lr"}
+            _only(sched, allowed)
+            s = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=sched.get("mode", "max"), factor=sched.get("factor", 0.5),
+                patience=sched.get("patience", 1), min_lr=sched.get("min_lr", 0.0))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": s, "monitor": sched.get("monitor", self.monitor),
+                                                             "interval": "epoch"}}
+        _only(sched, {"warmup_steps", "min_lr_ratio"})
+        warmup = check_int("model.scheduler.warmup_steps", sched.get("warmup_steps", 0), minimum=0)
+        floor = check_float("model.scheduler.min_lr_ratio", sched.get("min_lr_ratio", 0.0), 0.0, 1.0)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            shape = 0.5 * (1 + math.cos(math.pi * progress)) if name == "cosine" else 1.0 - progress
+            return floor + (1 - floor) * shape
+
+        s = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": s, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from nlpseq import __version__
+
+        checkpoint["nlpseq"] = {"task": self.task, "format_version": FORMAT_VERSION, "version": __version__}
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # `lengths` stays on the CPU: packing needs it there, and moving it back would force a sync
+        if isinstance(batch, dict) and "lengths" in batch:
+            lengths = batch["lengths"]
+            moved = super().transfer_batch_to_device({k: v for k, v in batch.items() if k != "lengths"},
+                                                     device, dataloader_idx)
+            moved["lengths"] = lengths
+            return moved
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("nlpseq") or {}
+        if meta.get("task") not in (None, self.task):
+            raise ConfigError("ckpt_path", f"checkpoint is for task {meta.get('task')!r}, not {self.task!r}")
+
+
+def _only(cfg: dict, allowed: set[str]) -> None:
+    for key in cfg:
+        if key not in allowed:
+            raise ConfigError(f"model.scheduler.{key}", f"unknown option (known: {', '.join(sorted(allowed))})")

@@ -1,0 +1,95 @@
+"""Inference from a checkpoint alone: `nlpseq.load(path)` and `python -m nlpseq.predict ckpt=PATH input=FILE`.
+
+Loading needs neither the training data nor the conf tree: the checkpoint carries the tokenizer, the
+labels and the hyperparameters.
+
+CLI options (key=value): ckpt (required), input (a file, or - for stdin; default -), output (a file,
+or - for stdout; default -), batch_size (default 64), device (cpu, cuda, ...; default cpu), and any
+option the task's predictor accepts (see README: e.g. beam_size for translation, max_new_tokens for
+generation).
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+
+from nlpseq.checkpoint import load_module
+from nlpseq.errors import ConfigError, NlpseqError
+from nlpseq.registry import predictor_class
+
+USAGE = "usage: python -m nlpseq.predict ckpt=PATH [input=FILE|-] [output=FILE|-] [batch_size=64] [device=cpu] [task options]"
+
+
+def load(path, map_location="cpu"):
+    """The predictor for the checkpoint at `path` (its task is read from the checkpoint)."""
+    model = load_module(path, map_location=map_location)
+    return predictor_class(model.task)(model)
+
+
+def _parse_value(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse_args(argv: list[str]) -> dict:
+    args = {}
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(arg, f"expected key=value\n{USAGE}")
+        key, value = arg.split("=", 1)
+        args[key.strip()] = value if key in ("ckpt", "input", "output", "device") else _parse_value(value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0
+    try:
+        args = parse_args(argv)
+        if "ckpt" not in args:
+            raise ConfigError("ckpt", f"missing; {USAGE}")
+        predictor = load(args.pop("ckpt"))
+        device = args.pop("device", "cpu")
+        predictor.to(device)
+        source, target = str(args.pop("input", "-")), str(args.pop("output", "-"))
+        options = inspect.signature(predictor.predict_file).parameters
+        for key in args:
+            if key not in options or key in ("lines", "out", "path", "source", "target"):
+                known = [k for k in options if k not in ("lines", "out", "path", "source", "target")]
+                raise ConfigError(key, f"unknown option for {predictor.task} (known: ckpt, input, output, device, {', '.join(known)})")
+        if source != "-" and not Path(source).is_file():
+            raise ConfigError("input", f"{source}: file not found")
+        if target != "-" and Path(target).exists() and Path(target).resolve() == Path(source).resolve():
+            raise ConfigError("output", "must not be the input file (it would be overwritten)")
+        return _run(predictor, source, target, args)
+    except NlpseqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+
+
+def _run(predictor, source: str, target: str, options: dict) -> int:
+    from nlpseq.data.files import read_lines
+
+    lines = (line for _, line in read_lines(source, allow_empty=True)) if source != "-" else sys.stdin
+    if target == "-":
+        n = predictor.predict_file(lines, sys.stdout, **options)
+    else:
+        from nlpseq.utils.io import atomic_writer
+
+        with atomic_writer(target) as out:
+            n = predictor.predict_file(lines, out, **options)
+    print(f"wrote {n} predictions to {'stdout' if target == '-' else target}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Predictor base: a trained module in eval mode plus batching, input checks and JSON-lines output."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from typing import Any, Iterable, Iterator, Sequence, TextIO
+
+import torch
+
+from nlpseq.errors import NlpseqError
+
+
+class Predictor:
+    """Subclasses implement `predict`; `predict_file` is the CLI's entry (one input per line -> JSON lines)."""
+
+    task = ""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device) -> "Predictor":
+        self.model.to(device)
+        return self
+
+    @staticmethod
+    def check_texts(texts: str | Sequence[str], what: str = "text") -> tuple[list[str], bool]:
+        """A list of strings, and whether a single string was passed (then return a single result)."""
+        if isinstance(texts, str):
+            return [texts], True
+        if not isinstance(texts, (list, tuple)):
+            try:
+                texts = list(texts)
+            except TypeError:
+                raise NlpseqError(f"predict: expected a string or a list of strings, got {type(texts).__name__}") from None
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise NlpseqError(f"predict: {what} {i} is a {type(t).__name__}, expected a string")
+        return list(texts), False
+
+    def predict(self, texts, batch_size: int = 64):
+        raise NotImplementedError
+
+    def predict_file(self, lines: Iterable[str], out: TextIO, batch_size: int = 64) -> int:
+        """Predict for each input line, write one JSON object per line; returns the number written."""
+        n = 0
+        for chunk in _chunks((line.rstrip("\r\n") for line in lines), 4096):
+            for result in self.predict(chunk, batch_size=batch_size):
+                out.write(json.dumps(to_plain(result), ensure_ascii=False) + "\n")
+                n += 1
+        out.flush()
+        return n
+
+
+def to_plain(result: Any) -> Any:
+    if is_dataclass(result):
+        return asdict(result)
+    return result
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to pad as little as possible."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for s in range(0, len(order), batch_size):
+        yield order[s:s + batch_size]
+
+
+def stdin_lines() -> Iterable[str]:
+    return sys.stdin

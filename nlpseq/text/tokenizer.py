@@ -1,0 +1,175 @@
+"""Text tokenizers over HF `tokenizers`: word, character and BPE; trained on the training split only.
+
+A `TextTokenizer` is fully described by its JSON string (the HF tokenizer JSON plus our `kind`), which
+is what a checkpoint stores, so a model reloads with exactly the vocabulary it was trained with.
+
+Every tokenizer shares the same special tokens and ids (pad=0, unk=1, bos=2, eos=3) so models and
+search code never have to look them up.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Iterable, Sequence
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from nlpseq.errors import ConfigError, check_bool, check_choice, check_int
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+SPECIALS = (PAD, UNK, BOS, EOS)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+KINDS = ("word", "char", "bpe")
+SPLITS = ("regex", "whitespace")
+
+
+def _normalizer(lowercase: bool) -> normalizers.Normalizer:
+    steps = [normalizers.NFC()]
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    return normalizers.Sequence(steps)
+
+
+def _pre_tokenizer(kind: str, split: str) -> pre_tokenizers.PreTokenizer:
+    if kind == "char":
+        # every character (spaces and newlines included) is a token
+        return pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    if kind == "bpe":
+        # SentencePiece-style: spaces become '▁' so decoding restores the exact text
+        return pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    if split == "whitespace":
+        return pre_tokenizers.WhitespaceSplit()
+    return pre_tokenizers.Whitespace()  # words and punctuation runs: \w+|[^\w\s]+
+
+
+def _decoder(kind: str) -> decoders.Decoder | None:
+    if kind == "char":
+        return decoders.Fuse()
+    if kind == "bpe":
+        return decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return None  # word level: tokens joined by single spaces
+
+
+class TextTokenizer:
+    """A trained tokenizer: text <-> ids, JSON round-trippable."""
+
+    def __init__(self, hf: Tokenizer, kind: str):
+        self.hf = hf
+        self.kind = check_choice("kind", kind, KINDS)
+        for i, tok in enumerate(SPECIALS):
+            if hf.token_to_id(tok) != i:
+                raise ConfigError("tokenizer", f"special token {tok!r} must have id {i}")
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def train(cls, texts: Iterable[str], kind: str = "word", vocab_size: int = 30000,
+              min_frequency: int = 1, lowercase: bool = False, split: str = "regex",
+              pretokenized: bool = False) -> "TextTokenizer":
+        """Learn a vocabulary from `texts` (an iterable of strings, or of token lists if `pretokenized`).
+
+        Word and character vocabularies are built here, sorted by (-count, token), so the same data
+        always gives the same ids in every process (HF's trainers break frequency ties by hash order).
+        """
+        check_choice("kind", kind, KINDS)
+        check_int("vocab_size", vocab_size, minimum=len(SPECIALS) + 1)
+        check_int("min_frequency", min_frequency, minimum=1)
+        check_bool("lowercase", lowercase)
+        check_choice("split", split, SPLITS)
+        norm = _normalizer(lowercase)
+        pre = _pre_tokenizer(kind, split)
+        if kind == "bpe":
+            hf = Tokenizer(models.BPE(unk_token=UNK))
+            hf.normalizer, hf.pre_tokenizer, hf.decoder = norm, pre, _decoder(kind)
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                          special_tokens=list(SPECIALS), show_progress=False)
+            if pretokenized:
+                texts = (" ".join(t) for t in texts)
+            hf.train_from_iterator(texts, trainer=trainer)
+            return cls(hf, kind)
+        counts: Counter[str] = Counter()
+        for text in texts:
+            if pretokenized:
+                words = [norm.normalize_str(w) for w in text]
+                if kind == "char":
+                    words = [c for w in words for c in w]
+                counts.update(words)
+            else:
+                counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+        for special in SPECIALS:
+            counts.pop(special, None)
+        ranked = sorted((c, w) for w, c in counts.items() if c >= min_frequency)
+        ranked.sort(key=lambda cw: (-cw[0], cw[1]))
+        vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+        for _, w in ranked[: vocab_size - len(SPECIALS)]:
+            vocab[w] = len(vocab)
+        hf = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+        hf.normalizer, hf.pre_tokenizer = norm, pre
+        dec = _decoder(kind)
+        if dec is not None:
+            hf.decoder = dec
+        return cls(hf, kind)
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "tokenizer": json.loads(self.hf.to_str())})
+
+    @classmethod
+    def from_json(cls, text: str) -> "TextTokenizer":
+        data = json.loads(text)
+        return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])), data["kind"])
+
+    def save(self, path) -> None:
+        from nlpseq.utils.io import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path) -> "TextTokenizer":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    # ---------------------------------------------------------------- use
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        return self.encode_batch([text], add_bos, add_eos)[0]
+
+    def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
+        encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
+        head, tail = [BOS_ID] if add_bos else [], [EOS_ID] if add_eos else []
+        return [head + e.ids + tail for e in encodings]
+
+    def encode_words(self, words_batch: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Pre-split words to ids, one id per word (word kind only: the NER alignment relies on it)."""
+        if self.kind != "word":
+            raise ConfigError("tokenizer.kind", "encode_words needs a word-level tokenizer")
+        norm, vocab = self.hf.normalizer, self.hf.get_vocab()
+        return [[vocab.get(norm.normalize_str(w), UNK_ID) for w in words] for words in words_batch]
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        """Tokens (as they appear in `text`) with character offsets, before vocabulary lookup."""
+        enc = self.hf.encode(text, add_special_tokens=False)
+        return [(text[s:e], (s, e)) for s, e in enc.offsets]
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special)
+
+    def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
+        return self.hf.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.hf.id_to_token(i)
+
+
+def build_tokenizer(texts: Iterable[str], kind: str = "word", vocab_size: int = 30000, min_frequency: int = 1,
+                    lowercase: bool = False, split: str = "regex", pretokenized: bool = False) -> TextTokenizer:
+    """Config-facing builder (the `tokenizer` config group); errors are named under `data.tokenizer`."""
+    try:
+        return TextTokenizer.train(texts, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency,
+                                   lowercase=lowercase, split=split, pretokenized=pretokenized)
+    except ConfigError as e:
+        raise e.under("data.tokenizer") from None

@@ -1,0 +1,118 @@
+"""Training entry: compose config -> data -> model -> trainer -> fit -> test on the best checkpoint.
+
+Entry points compose; they do not compute. The return value (the monitored metric of the best
+checkpoint) is what Hydra sweeps and the Optuna sweeper optimise.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from nlpseq.errors import ConfigError, NlpseqError
+
+log = logging.getLogger("nlpseq")
+
+
+def _is_child_process() -> bool:
+    """True in the extra processes Lightning starts for DDP (they re-run this script)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0 \
+        or int(os.environ.get("RANK", "0")) != 0
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Hydra instantiate, but our own errors come out unwrapped and others name the config key."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, NlpseqError):
+            raise cause from None
+        detail = str(cause or e).strip().splitlines()[0] if str(cause or e).strip() else type(cause or e).__name__
+        raise ConfigError(key, detail) from None
+
+
+def _prepare_ddp_relaunch() -> None:
+    """Lightning's DDP launcher re-runs `sys.argv` with `hydra.run.dir=<HydraConfig run.dir>`.
+
+    Point that at this job's real output directory, and in a sweep turn the relaunch into a single
+    run of this job's overrides (otherwise each worker would start the whole sweep again).
+    """
+    hc = HydraConfig.get()
+    with read_write(hc):
+        with open_dict(hc):
+            hc.run.dir = hc.runtime.output_dir
+    if hc.mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *hc.overrides.task]
+
+
+def _check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+    """Never write a new run over an old one: a used run directory is only for resuming."""
+    ckpts = run_dir / "checkpoints"
+    if cfg.get("ckpt_path") is None and ckpts.is_dir() and any(ckpts.iterdir()):
+        raise ConfigError("hydra.run.dir", f"{run_dir} already holds a training run; choose a new directory "
+                                           f"or resume it with ckpt_path=last")
+
+
+def _resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    path = cfg.get("ckpt_path")
+    if path is None:
+        return None
+    if path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError("ckpt_path", f"no last.ckpt in {run_dir / 'checkpoints'} to resume from")
+        return str(last)
+    if not Path(path).is_file():
+        raise ConfigError("ckpt_path", f"{path}: checkpoint not found")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    child = _is_child_process()
+    if not child:
+        _check_run_dir(run_dir, cfg)
+    ckpt_path = _resolve_ckpt_path(cfg, run_dir)
+    _prepare_ddp_relaunch()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = _instantiate(cfg.data, "data")
+    datamodule.prepare(run_dir)
+    model = _instantiate(cfg.model, "model", **datamodule.model_inputs())
+    callbacks = [_instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()
+                 if node is not None and "_target_" in node]
+    loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()
+               if node is not None and "_target_" in node]
+    trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+    if not child:
+        log.info("run directory: %s", run_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+
+    results: dict[str, float] = {}
+    if cfg.get("test", True) and datamodule.has_test:
+        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        results = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    if trainer.is_global_zero:
+        from nlpseq.utils.report import print_results
+
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        print_results(cfg.monitor.metric, best_score, val, results, best, run_dir)
+    if best_score is None:
+        return None
+    value = float(best_score)
+    return value if math.isfinite(value) else None
