@@ -6,10 +6,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from nlpseq.config import conf_dir, register_resolvers
+from nlpseq.config import conf_dir, quiet_warnings, register_resolvers
 from nlpseq.errors import NlpseqError
 
 register_resolvers()
+quiet_warnings()
 
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")

@@ -24,3 +24,13 @@ def register_resolvers() -> None:
     # the folder that holds conf/ and tasks/: the shipped samples are found from any working directory
     if not OmegaConf.has_resolver("nlpseq.root"):
         OmegaConf.register_new_resolver("nlpseq.root", lambda: str(Path(conf_dir()).parent))
+
+
+def quiet_warnings() -> None:
+    """Silence library warnings that say nothing actionable to an nlpseq user."""
+    import warnings
+
+    for pattern in (r".*does not have many workers.*", r".*isinstance\(treespec, LeafSpec\).*",
+                    r".*overridden `transfer_batch_to_device`.*", r".*The number of training batches.*",
+                    r".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)

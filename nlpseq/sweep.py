@@ -36,8 +36,11 @@ class SweepSummary(Callback):
         table = Table(title=f"sweep summary: {metric}")
         for col in ("job", "overrides", metric, "status"):
             table.add_column(col, justify="right" if col == metric else "left")
+        # show only the overrides that differ between jobs
+        common = set.intersection(*(set(r["overrides"].split()) for r in self.rows))
         for r in sorted(self.rows, key=lambda r: r["job"]):
-            table.add_row(str(r["job"]), r["overrides"], "-" if r["value"] is None else f"{r['value']:.4f}", r["status"])
+            varying = " ".join(o for o in r["overrides"].split() if o not in common)
+            table.add_row(str(r["job"]), varying, "-" if r["value"] is None else f"{r['value']:.4f}", r["status"])
         Console(highlight=False).print(table)
         out = Path(config.hydra.sweep.dir) / "sweep_summary.csv"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,12 +78,31 @@ def _resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
+_TRAINER_INTS = ("max_epochs", "min_epochs", "max_steps", "log_every_n_steps", "check_val_every_n_epoch",
+                 "num_sanity_val_steps", "accumulate_grad_batches", "num_nodes")
+_TRAINER_NUMBERS = ("gradient_clip_val", "val_check_interval", "limit_train_batches", "limit_val_batches",
+                    "limit_test_batches")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """Lightning checks some values only deep inside fit (with a bare AssertionError): check them first."""
+    for key in _TRAINER_INTS + _TRAINER_NUMBERS:
+        value = cfg.trainer.get(key)
+        if value is None:
+            continue
+        ok = (isinstance(value, int) if key in _TRAINER_INTS else isinstance(value, (int, float)))
+        if isinstance(value, bool) or not ok:
+            kind = "an integer" if key in _TRAINER_INTS else "a number"
+            raise ConfigError(f"trainer.{key}", f"expected {kind}, got {value!r}")
+
+
 def train(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     child = _is_child_process()
     if not child:
         _check_run_dir(run_dir, cfg)
     ckpt_path = _resolve_ckpt_path(cfg, run_dir)
+    _check_trainer(cfg)
     _prepare_ddp_relaunch()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 

@@ -20,5 +20,6 @@ def print_results(monitor: str, best_score, val: dict[str, float], test: dict[st
     for key in sorted(test):
         table.add_row(key, f"{test[key]:.4f}")
     console.print(table)
-    console.print(f"best checkpoint: {best_path or '(none saved)'}")
-    console.print(f"run directory: {run_dir}")
+    # plain prints: paths must never be wrapped (scripts grep for them)
+    print(f"best checkpoint: {best_path or '(none saved)'}", flush=True)
+    print(f"run directory: {run_dir}", flush=True)

@@ -1,0 +1,242 @@
+"""A recurrent decoder for translation (with attention over encoder states) and language modelling (without).
+
+Two ways to run it, which agree: `forward` teacher-forces a whole target sequence, `step` advances one
+token (for search). Its state is a `DecoderState` whose tensors all have batch as dim 0, so search code
+can reorder or expand any state with one `index_select(0, ...)` per tensor (see nlpseq.nn.search.select_state).
+
+Where the recurrence allows it, `forward` makes one fused (cuDNN) RNN call over the whole sequence:
+no attention, or Luong attention without input feeding (the RNN does not see the context, so all T
+steps attend in one batched matmul afterwards). Bahdanau attention and input feeding feed each step's
+context back into the RNN, so they loop over time steps.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
+from nlpseq.nn.attention import ATTENTIONS, build_attention
+
+CELLS = ("lstm", "gru", "rnn")
+BRIDGES = ("none", "linear", "zero")
+
+# the RNN's own recurrent state, layer-first as nn.LSTM/GRU/RNN want it
+Hx = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class DecoderState(NamedTuple):
+    """Everything the decoder carries between steps; every tensor is batch-first (dim 0 = batch)."""
+
+    hidden: torch.Tensor                        # [B, layers, H]
+    cell: torch.Tensor | None = None            # [B, layers, H]; LSTM only
+    memory: torch.Tensor | None = None          # [B, S, M] encoder states; attention only
+    memory_mask: torch.Tensor | None = None     # [B, S] bool, True = real source position
+    projected_keys: torch.Tensor | None = None  # [B, S, *] memory projected for the attention, once per batch
+    feed: torch.Tensor | None = None            # [B, H] previous attentional vector; input feeding only
+
+
+class RecurrentDecoder(nn.Module):
+    """Stacked LSTM/GRU/RNN decoder, optionally attending over a memory; emits [*, output_size] vectors.
+
+    The model owns embeddings and the vocabulary projection (so it can tie them). With attention the
+    emitted vector is the attentional vector tanh(W_c [context; h]) (Luong et al. 2015); without, the
+    top layer's hidden state. Bahdanau attention (Bahdanau et al. 2015) queries with the previous top
+    hidden state and feeds the context into the RNN input; Luong attention queries with the new one.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, cell: str = "lstm",
+                 dropout: float = 0.0, attention: str | None = None, memory_size: int | None = None,
+                 input_feeding: bool = False, bridge: str = "linear", encoder_final_size: int | None = None,
+                 attention_hidden_size: int | None = None):
+        super().__init__()
+        check_int("input_size", input_size, minimum=1)
+        check_int("hidden_size", hidden_size, minimum=1)
+        check_int("num_layers", num_layers, minimum=1)
+        check_choice("cell", cell, CELLS)
+        check_float("dropout", dropout, 0.0, 1.0, high_open=True)
+        attention = "none" if attention is None else attention
+        check_choice("attention", attention, ATTENTIONS)
+        check_bool("input_feeding", input_feeding)
+        check_choice("bridge", bridge, BRIDGES)
+        if attention != "none":
+            if memory_size is None:
+                raise ConfigError("memory_size", f"required with attention={attention} (the encoder's output size)")
+            check_int("memory_size", memory_size, minimum=1)
+            if attention == "luong_dot" and memory_size != hidden_size:
+                raise ConfigError("attention", f"luong_dot needs memory_size == hidden_size (got {memory_size} "
+                                               f"and {hidden_size}); use luong_general")
+        if input_feeding and attention == "none":
+            raise ConfigError("input_feeding", "feeds the previous attentional vector, so it needs attention")
+        if encoder_final_size is not None:
+            check_int("encoder_final_size", encoder_final_size, minimum=1)
+            if bridge == "none" and encoder_final_size != hidden_size:
+                raise ConfigError("bridge", f"'none' uses the encoder's final state as is, but its size "
+                                            f"{encoder_final_size} != hidden_size {hidden_size}; use 'linear'")
+        if attention_hidden_size is not None:
+            check_int("attention_hidden_size", attention_hidden_size, minimum=1)
+
+        self.hidden_size, self.num_layers, self.cell = hidden_size, num_layers, cell
+        self.attention_kind, self.input_feeding, self.bridge = attention, input_feeding, bridge
+        self.output_size = hidden_size
+        # only Luong without input feeding lets the RNN run ahead of the attention over the whole sequence
+        self._parallel = attention in ("none", "luong_dot", "luong_general") and not input_feeding
+
+        rnn_input = input_size + (memory_size if attention == "bahdanau" else 0) + (hidden_size if input_feeding else 0)
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+        # nn.RNN warns (and does nothing) for dropout with a single layer
+        self.rnn = rnn_class(rnn_input, hidden_size, num_layers=num_layers, batch_first=True,
+                             dropout=dropout if num_layers > 1 else 0.0)
+        self.attention = build_attention(attention, hidden_size, memory_size or 0, attention_hidden_size or hidden_size)
+        self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False) if self.attention else None
+        # without an encoder summary (language model) the bridge has nothing to map and the state starts at zero
+        self.bridge_layer = None
+        if bridge == "linear" and encoder_final_size is not None:
+            per_layer = 2 if cell == "lstm" else 1  # hidden and cell
+            self.bridge_layer = nn.Linear(encoder_final_size, per_layer * num_layers * hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    # ---- state ----
+
+    def init_state(self, batch_size: int, encoder_final: torch.Tensor | None = None,
+                   memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> DecoderState:
+        """encoder_final [B, encoder_final_size] (optional); memory [B, S, M] and memory_mask [B, S] with attention.
+
+        memory_mask defaults to all positions real.
+        """
+        hidden, cell = self._bridge(batch_size, encoder_final)
+        if self.attention is None:
+            if memory is not None:
+                raise ValueError("this decoder has no attention, so it cannot use a memory")
+            return DecoderState(hidden, cell)
+        if memory is None:
+            raise ValueError(f"attention={self.attention_kind} needs the encoder states as memory")
+        if memory_mask is None:
+            memory_mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        feed = hidden.new_zeros(batch_size, self.hidden_size) if self.input_feeding else None
+        return DecoderState(hidden, cell, memory, memory_mask, self.attention.project_keys(memory), feed)
+
+    def _bridge(self, batch_size: int, encoder_final: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = self.rnn.weight_hh_l0
+        zeros = weight.new_zeros(batch_size, self.num_layers, self.hidden_size)
+        lstm = self.cell == "lstm"
+        if encoder_final is None or self.bridge == "zero":
+            if self.bridge_layer is not None and encoder_final is None:
+                raise ValueError("bridge='linear' maps the encoder's final state: pass encoder_final")
+            return zeros, (zeros if lstm else None)
+        if self.bridge == "none":
+            if encoder_final.size(-1) != self.hidden_size:
+                raise ValueError(f"bridge='none' needs encoder_final of size {self.hidden_size}, "
+                                 f"got {encoder_final.size(-1)}")
+            hidden = encoder_final.unsqueeze(1).expand(-1, self.num_layers, -1)
+            return hidden, (zeros if lstm else None)  # a fresh cell: the summary is a hidden state, not a memory cell
+        if self.bridge_layer is None:
+            raise ValueError("encoder_final given, but the decoder was built without encoder_final_size")
+        states = torch.tanh(self.bridge_layer(encoder_final)).view(batch_size, -1, self.hidden_size)
+        if lstm:
+            hidden, cell = states.chunk(2, dim=1)
+            return hidden, cell
+        return states, None
+
+    def _hx(self, state: DecoderState) -> Hx:
+        h = state.hidden.transpose(0, 1).contiguous()
+        return (h, state.cell.transpose(0, 1).contiguous()) if self.cell == "lstm" else h
+
+    @staticmethod
+    def _unpack_hx(hx: Hx) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(hx, tuple):
+            return hx[0].transpose(0, 1), hx[1].transpose(0, 1)
+        return hx.transpose(0, 1), None
+
+    # ---- computation ----
+
+    def _step(self, inputs: torch.Tensor, hx: Hx, feed: torch.Tensor | None,
+              state: DecoderState) -> tuple[torch.Tensor, Hx, torch.Tensor | None]:
+        """One time step on layer-first hx: inputs [B, input_size] -> (vector before dropout [B, H], hx, weights)."""
+        parts, weights = [inputs], None
+        if self.attention_kind == "bahdanau":
+            query = (hx[0] if isinstance(hx, tuple) else hx)[-1]  # previous top-layer hidden
+            context, weights = self.attention(query, state.memory, state.memory_mask, state.projected_keys)
+            parts.append(context)
+        if self.input_feeding:
+            parts.append(feed)
+        out, hx = self.rnn(torch.cat(parts, dim=-1).unsqueeze(1), hx)
+        h = out[:, 0]
+        if self.attention is None:
+            return h, hx, None
+        if self.attention_kind != "bahdanau":
+            context, weights = self.attention(h, state.memory, state.memory_mask, state.projected_keys)
+        return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), hx, weights
+
+    def step(self, inputs: torch.Tensor, state: DecoderState
+             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """inputs [B, input_size] -> (output [B, output_size], new state, attention weights [B, S] or None)."""
+        vector, hx, weights = self._step(inputs, self._hx(state), state.feed, state)
+        hidden, cell = self._unpack_hx(hx)
+        state = state._replace(hidden=hidden, cell=cell, feed=vector if self.input_feeding else None)
+        return self.dropout(vector), state, weights
+
+    def forward(self, inputs: torch.Tensor, state: DecoderState, lengths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """Teacher forcing: inputs [B, T, input_size]; lengths [B] (>= 1) or None for all T steps real.
+
+        Returns (outputs [B, T, output_size], state after each sequence's last real step,
+        attention weights [B, T, S] or None). Outputs and weights are zero at padded steps.
+        Passing the state returned for one chunk continues the sequence (truncated BPTT: detach it first).
+        """
+        hx = self._hx(state)
+        valid = None
+        if lengths is not None:
+            steps = torch.arange(inputs.size(1), device=inputs.device)
+            valid = steps < lengths.to(inputs.device).unsqueeze(1)  # [B, T]
+        if self._parallel:
+            outputs, hx, weights = self._forward_parallel(inputs, hx, state, lengths)
+            feed = None
+        else:
+            outputs, hx, weights, feed = self._forward_loop(inputs, hx, state, valid)
+        if valid is not None:
+            outputs = outputs * valid.unsqueeze(-1)
+            if weights is not None:
+                weights = weights * valid.unsqueeze(-1)
+        hidden, cell = self._unpack_hx(hx)
+        return self.dropout(outputs), state._replace(hidden=hidden, cell=cell, feed=feed), weights
+
+    def _forward_parallel(self, inputs: torch.Tensor, hx: Hx, state: DecoderState, lengths: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, Hx, torch.Tensor | None]:
+        if lengths is None:
+            out, hx = self.rnn(inputs, hx)
+        else:  # packed: padding is never run, and hx is each sequence's state at its true end
+            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, hx = self.rnn(packed, hx)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+        if self.attention is None:
+            return out, hx, None
+        context, weights = self.attention(out, state.memory, state.memory_mask, state.projected_keys)
+        return torch.tanh(self.combine(torch.cat([context, out], dim=-1))), hx, weights
+
+    def _forward_loop(self, inputs: torch.Tensor, hx: Hx, state: DecoderState, valid: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, Hx, torch.Tensor, torch.Tensor | None]:
+        feed = state.feed
+        vectors, weights = [], []
+        for t in range(inputs.size(1)):
+            vector, new_hx, w = self._step(inputs[:, t], hx, feed, state)
+            if valid is not None:  # sequences past their end keep their last real state
+                keep = valid[:, t]
+                new_hx = _where(keep, new_hx, hx)
+                if feed is not None:
+                    feed = torch.where(keep.unsqueeze(-1), vector, feed)
+            elif feed is not None:
+                feed = vector
+            hx = new_hx
+            vectors.append(vector)
+            weights.append(w)
+        return torch.stack(vectors, 1), hx, torch.stack(weights, 1), feed
+
+
+def _where(keep: torch.Tensor, new: Hx, old: Hx) -> Hx:
+    """Per batch item (keep [B]) choose between two layer-first RNN states."""
+    if isinstance(new, tuple):
+        return tuple(_where(keep, n, o) for n, o in zip(new, old))
+    return torch.where(keep.view(1, -1, 1), new, old)

@@ -1,0 +1,207 @@
+import pytest
+import torch
+
+from nlpseq.errors import ConfigError
+from nlpseq.nn.decoders import DecoderState, RecurrentDecoder
+from nlpseq.nn.search import select_state
+
+IN, H, M, E = 5, 6, 6, 7  # input, hidden, memory (= H so luong_dot works), encoder final sizes
+ATTENTION = (None, "bahdanau", "luong_dot", "luong_general")
+CONFIGS = [(att, feed, cell) for att in ATTENTION for feed in (False, True) for cell in ("lstm", "gru")
+           if not (att is None and feed)]
+CONFIG_IDS = [f"{att}-{'feed' if feed else 'nofeed'}-{cell}" for att, feed, cell in CONFIGS]
+
+
+def make(attention, input_feeding=False, cell="lstm", num_layers=2, **kw) -> RecurrentDecoder:
+    torch.manual_seed(0)
+    dec = RecurrentDecoder(IN, H, num_layers=num_layers, cell=cell, dropout=0.3, attention=attention,
+                           memory_size=M if attention else None, input_feeding=input_feeding,
+                           encoder_final_size=E, **kw)
+    return dec.double().eval()
+
+
+def batch(B=3, T=5, S=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, IN, generator=g, dtype=torch.double),
+            torch.randn(B, E, generator=g, dtype=torch.double),
+            torch.randn(B, S, M, generator=g, dtype=torch.double))
+
+
+def start(dec, final, memory, mask=None):
+    if dec.attention is None:
+        return dec.init_state(final.size(0), final)
+    return dec.init_state(final.size(0), final, memory, mask)
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def close_states(a: DecoderState, b: DecoderState):
+    for x, y in zip(a, b):
+        assert (x is None) == (y is None)
+        if x is not None:
+            close(x, y)
+
+
+@pytest.mark.parametrize("attention,input_feeding,cell", CONFIGS, ids=CONFIG_IDS)
+def test_step_loop_equals_forward(attention, input_feeding, cell):
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch()
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    state = start(dec, final, memory, mask)
+    outputs, end_state, weights = dec(x, state)
+    assert outputs.shape == (3, 5, dec.output_size)
+    step_state, step_weights = state, []
+    for t in range(x.size(1)):
+        out, step_state, w = dec.step(x[:, t], step_state)
+        close(out, outputs[:, t])
+        step_weights.append(w)
+    close_states(step_state, end_state)
+    if attention is None:
+        assert weights is None and step_weights[0] is None
+    else:
+        close(torch.stack(step_weights, 1), weights)
+        assert weights.shape == (3, 5, 4) and torch.all(weights[~mask.unsqueeze(1).expand_as(weights)] == 0)
+
+
+@pytest.mark.parametrize("attention,input_feeding,cell", CONFIGS, ids=CONFIG_IDS)
+def test_padding_invariance(attention, input_feeding, cell):
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch(B=3, T=6, S=5)
+    lengths, src_lengths = torch.tensor([6, 2, 4]), torch.tensor([3, 5, 1])
+    mask = torch.arange(5).unsqueeze(0) < src_lengths.unsqueeze(1)
+    # padded positions hold junk: it must not matter
+    x = torch.where((torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1), x, 100.0)
+    memory = torch.where(mask.unsqueeze(-1), memory, -100.0)
+    outputs, end_state, weights = dec(x, start(dec, final, memory, mask), lengths)
+    for b in range(3):
+        n, s = int(lengths[b]), int(src_lengths[b])
+        alone = start(dec, final[b:b + 1], memory[b:b + 1, :s])
+        out, state, w = dec(x[b:b + 1, :n], alone)
+        close(outputs[b:b + 1, :n], out)
+        assert torch.all(outputs[b, n:] == 0)
+        close(end_state.hidden[b:b + 1], state.hidden)
+        if cell == "lstm":
+            close(end_state.cell[b:b + 1], state.cell)
+        if input_feeding:
+            close(end_state.feed[b:b + 1], state.feed)
+        if attention is not None:
+            close(weights[b:b + 1, :n, :s], w)
+            assert torch.all(weights[b, :, s:] == 0) and torch.all(weights[b, n:] == 0)
+
+
+@pytest.mark.parametrize("attention,input_feeding,cell", CONFIGS, ids=CONFIG_IDS)
+def test_carried_state_continues_the_sequence(attention, input_feeding, cell):
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch(T=7)
+    state = start(dec, final, memory)
+    whole, whole_state, whole_w = dec(x, state)
+    first, mid_state, _ = dec(x[:, :3], state)
+    mid_state = DecoderState(*(t.detach() if t is not None else None for t in mid_state))  # truncated BPTT
+    second, end_state, second_w = dec(x[:, 3:], mid_state)
+    close(torch.cat([first, second], 1), whole)
+    close_states(end_state, whole_state)
+    if attention is not None:
+        close(second_w, whole_w[:, 3:])
+
+
+def test_gradient_flows_without_nan():
+    dec = make("bahdanau", True).float().train()
+    x, final, memory = (t.float() for t in batch())
+    memory.requires_grad_(True)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)  # one empty source
+    outputs, _, _ = dec(x, dec.init_state(3, final, memory, mask), torch.tensor([5, 3, 1]))
+    outputs.sum().backward()
+    assert all(not torch.isnan(p.grad).any() for p in dec.parameters() if p.grad is not None)
+    assert not torch.isnan(memory.grad).any()
+
+
+def test_dropout_is_active_in_training_only():
+    dec = make("luong_general")
+    x, final, memory = batch()
+    state = start(dec, final, memory)
+    close(dec(x, state)[0], dec(x, state)[0])
+    dec.train()
+    assert not torch.equal(dec(x, state)[0], dec(x, state)[0])
+
+
+@pytest.mark.parametrize("attention,input_feeding,cell", [CONFIGS[0], CONFIGS[2], CONFIGS[-1]])
+def test_selected_state_steps_like_the_selected_rows(attention, input_feeding, cell):
+    # what beam search relies on: reordering/expanding the state commutes with stepping
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch()
+    state = start(dec, final, memory)
+    _, state, _ = dec(x[:, :2], state)
+    index = torch.tensor([2, 2, 0, 1, 0])
+    out, new_state, _ = dec.step(x[index, 2], select_state(state, index))
+    ref_out, ref_state, _ = dec.step(x[:, 2], state)
+    close(out, ref_out[index])
+    close_states(new_state, select_state(ref_state, index))
+
+
+@pytest.mark.parametrize("cell", ("lstm", "gru", "rnn"))
+def test_bridges(cell):
+    final = torch.randn(4, E, dtype=torch.double)
+    lstm = cell == "lstm"
+    dec = make(None, cell=cell, num_layers=3, bridge="linear")
+    state = dec.init_state(4, final)
+    assert state.hidden.shape == (4, 3, H)
+    assert (state.cell.shape == (4, 3, H)) if lstm else state.cell is None
+    assert state.memory is state.memory_mask is state.projected_keys is state.feed is None
+    assert not torch.all(state.hidden == 0) and state.hidden.abs().max() < 1  # tanh
+
+    state = make(None, cell=cell, bridge="zero").init_state(4, final)
+    assert torch.all(state.hidden == 0) and (torch.all(state.cell == 0) if lstm else state.cell is None)
+
+    torch.manual_seed(0)
+    dec = RecurrentDecoder(IN, H, num_layers=2, cell=cell, bridge="none", encoder_final_size=H).double()
+    final_h = torch.randn(4, H, dtype=torch.double)
+    state = dec.init_state(4, final_h)
+    close(state.hidden, final_h.unsqueeze(1).expand(4, 2, H))
+
+    # a language model: no encoder at all, zero start whatever the bridge
+    lm = RecurrentDecoder(IN, H, cell=cell)
+    state = lm.init_state(2)
+    assert state.hidden.shape == (2, 1, H) and torch.all(state.hidden == 0)
+    out, state, weights = lm(torch.randn(2, 3, IN), state)
+    assert out.shape == (2, 3, lm.output_size) and weights is None
+
+
+def test_attention_state_layout():
+    dec = make("luong_general", input_feeding=True)
+    _, final, memory = batch(B=2, S=3)
+    state = dec.init_state(2, final, memory)
+    assert state.memory_mask.dtype == torch.bool and state.memory_mask.all() and state.memory_mask.shape == (2, 3)
+    assert state.projected_keys.shape == (2, 3, H) and state.feed.shape == (2, H)
+    assert all(t.size(0) == 2 for t in state if t is not None)
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    (dict(cell="lstmx"), "cell"),
+    (dict(attention="concat", memory_size=M), "attention"),
+    (dict(attention="bahdanau"), "memory_size"),
+    (dict(attention="luong_dot", memory_size=M + 1), "attention"),
+    (dict(input_feeding=True), "input_feeding"),
+    (dict(attention="bahdanau", memory_size=M, input_feeding="yes"), "input_feeding"),
+    (dict(bridge="mlp"), "bridge"),
+    (dict(bridge="none", encoder_final_size=H + 1), "bridge"),
+    (dict(encoder_final_size=0), "encoder_final_size"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(num_layers=0), "num_layers"),
+    (dict(attention="bahdanau", memory_size=M, attention_hidden_size=0), "attention_hidden_size"),
+])
+def test_bad_settings_name_the_argument(kwargs, key):
+    with pytest.raises(ConfigError) as err:
+        RecurrentDecoder(IN, H, **kwargs)
+    assert err.value.key == key
+
+
+def test_misuse_of_init_state():
+    _, final, memory = batch()
+    with pytest.raises(ValueError, match="memory"):
+        make("bahdanau").init_state(3, final)
+    with pytest.raises(ValueError, match="no attention"):
+        make(None).init_state(3, final, memory)
+    with pytest.raises(ValueError, match="encoder_final"):
+        make(None).init_state(3)
