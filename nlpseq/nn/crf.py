@@ -39,9 +39,9 @@ def transition_constraints(labels: list[str], scheme: str) -> tuple[torch.Tensor
     def allowed_pair(prev: tuple[str, str], cur: tuple[str, str]) -> bool:
         same_chunk = prev[0] != "O" and prev[1] == cur[1]
         if scheme == "IOB2":
-            return cur[0] != "I" or (same_chunk and prev[0] in "BI")
+            return cur[0] != "I" or (same_chunk and prev[0] in ("B", "I"))
         if scheme == "IOB1":
-            return cur[0] != "B" or (same_chunk and prev[0] in "BI")
+            return cur[0] != "B" or (same_chunk and prev[0] in ("B", "I"))
         if prev[0] in ("B", "I"):
             return cur[0] in ("I", "E") and same_chunk
         return cur[0] in ("O", "B", "S")
@@ -78,7 +78,7 @@ class LinearChainCRF(nn.Module):
     def _penalty(key: str, allowed: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
         if allowed is None:
             return torch.zeros(shape)
-        allowed = torch.as_tensor(allowed)
+        allowed = torch.as_tensor(allowed).cpu()  # buffers start on the CPU and move with the module
         if allowed.shape != shape or allowed.dtype != torch.bool:
             raise ConfigError(key, f"expected a bool tensor of shape {list(shape)}, "
                               f"got {allowed.dtype} of shape {list(allowed.shape)}")
