@@ -104,7 +104,8 @@ class RecurrentDecoder(nn.Module):
                    memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> DecoderState:
         """encoder_final [B, encoder_final_size] (optional); memory [B, S, M] and memory_mask [B, S] with attention.
 
-        memory_mask defaults to all positions real.
+        The bridge turns encoder_final into every layer's first hidden (and cell) state; without an
+        encoder_final_size (a language model) the state starts at zero. memory_mask defaults to all real.
         """
         hidden, cell = self._bridge(batch_size, encoder_final)
         if self.attention is None:
@@ -119,12 +120,12 @@ class RecurrentDecoder(nn.Module):
         return DecoderState(hidden, cell, memory, memory_mask, self.attention.project_keys(memory), feed)
 
     def _bridge(self, batch_size: int, encoder_final: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight = self.rnn.weight_hh_l0
-        zeros = weight.new_zeros(batch_size, self.num_layers, self.hidden_size)
+        """The initial (hidden, cell), batch-first [B, layers, H]."""
+        zeros = self.rnn.weight_hh_l0.new_zeros(batch_size, self.num_layers, self.hidden_size)
         lstm = self.cell == "lstm"
+        if encoder_final is None and self.bridge_layer is not None:
+            raise ValueError("bridge='linear' maps the encoder's final state: pass encoder_final")
         if encoder_final is None or self.bridge == "zero":
-            if self.bridge_layer is not None and encoder_final is None:
-                raise ValueError("bridge='linear' maps the encoder's final state: pass encoder_final")
             return zeros, (zeros if lstm else None)
         if self.bridge == "none":
             if encoder_final.size(-1) != self.hidden_size:
@@ -180,11 +181,12 @@ class RecurrentDecoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor, state: DecoderState, lengths: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """Teacher forcing: inputs [B, T, input_size]; lengths [B] (>= 1) or None for all T steps real.
+        """Teacher forcing: inputs [B, T, input_size]; lengths [B] or None for all T steps real.
 
         Returns (outputs [B, T, output_size], state after each sequence's last real step,
         attention weights [B, T, S] or None). Outputs and weights are zero at padded steps.
-        Passing the state returned for one chunk continues the sequence (truncated BPTT: detach it first).
+        A row of length 0 keeps its state. Passing the state returned for one chunk continues the
+        sequence (truncated BPTT: detach it first, e.g. with nlpseq.nn.search.map_state).
         """
         hx = self._hx(state)
         valid = None
@@ -208,9 +210,13 @@ class RecurrentDecoder(nn.Module):
         if lengths is None:
             out, hx = self.rnn(inputs, hx)
         else:  # packed: padding is never run, and hx is each sequence's state at its true end
-            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, hx = self.rnn(packed, hx)
+            lengths = lengths.cpu()
+            packed = pack_padded_sequence(inputs, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
+            out, new_hx = self.rnn(packed, hx)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+            if bool((lengths == 0).any()):  # packing needs >= 1 step: empty rows ran one, so restore their state
+                new_hx = _where((lengths > 0).to(inputs.device), new_hx, hx)
+            hx = new_hx
         if self.attention is None:
             return out, hx, None
         context, weights = self.attention(out, state.memory, state.memory_mask, state.projected_keys)

@@ -22,7 +22,7 @@ Conventions shared by all searches:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -98,7 +98,7 @@ def _setup(state: Any, bos: int | torch.Tensor, max_len: int | torch.Tensor, bat
     return device, bos_t, max_t
 
 
-def _tensors(state: Any):
+def _tensors(state: Any) -> Iterator[torch.Tensor]:
     if isinstance(state, torch.Tensor):
         yield state
     elif isinstance(state, (tuple, list, dict)):
@@ -138,7 +138,7 @@ def _decode(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, max_
         steps.append(torch.where(open_, chosen, eos))
         finished = finished | is_eos | (t + 1 >= max_t)
         tokens = torch.where(finished, eos, chosen)
-    out = torch.stack(steps, 1) if steps else torch.zeros(batch_size, 0, dtype=torch.long)
+    out = torch.stack(steps, 1) if steps else torch.zeros(batch_size, 0, dtype=torch.long, device=device)
     return SearchResult([[seq] for seq in _to_lists(out, lengths)], scores.unsqueeze(1), ended.unsqueeze(1))
 
 
@@ -215,7 +215,7 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
     fin_lens = torch.zeros(B, N, dtype=torch.long, device=device)
     fin_ended = torch.zeros(B, N, dtype=torch.bool, device=device)
     done = max_t <= 0
-    fin_scores[done, 0] = 0.0  # max_len 0: the empty hypothesis
+    fin_scores[:, 0] = torch.where(done, 0.0, neg_inf)  # max_len 0: the empty hypothesis
     max_lp = length_penalty_factor(max_t.clamp(min=1).float(), length_penalty)
 
     for t in range(T):
@@ -233,31 +233,30 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
         finite = top_scores > neg_inf
 
         # the candidates' sequences: their parent's tokens plus the new one (left out if eos)
-        parent_seqs = open_seqs.gather(1, top_beam.unsqueeze(2).expand(-1, -1, T))  # [B, C, T]
-        parent_seqs[:, :, t] = torch.where(is_eos, 0, top_tok)
+        cand_seqs = open_seqs.gather(1, top_beam.unsqueeze(2).expand(-1, -1, T))  # [B, C, T]
+        cand_seqs[:, :, t] = torch.where(is_eos, 0, top_tok)
 
         # finishing: eos within the top K, or the best K non-eos ones at max_len
         non_eos_rank = torch.cumsum(~is_eos, dim=1) - 1
         finishing = finite & ((is_eos & (rank < K)) | (~is_eos & last & (non_eos_rank < K)))
         lp = length_penalty_factor(float(t + 1), length_penalty)
         new_scores = torch.where(finishing, top_scores / lp, neg_inf)
-        all_scores = torch.cat([fin_scores, new_scores], 1)
-        fin_scores, pick = torch.topk(all_scores, N, dim=1)
-        fin_seqs = torch.cat([fin_seqs, parent_seqs], 1).gather(1, pick.unsqueeze(2).expand(-1, -1, T))
+        fin_scores, pick = torch.topk(torch.cat([fin_scores, new_scores], 1), N, dim=1)
+        fin_seqs = torch.cat([fin_seqs, cand_seqs], 1).gather(1, pick.unsqueeze(2).expand(-1, -1, T))
         cand_lens = torch.full_like(top_tok, t + 1) - is_eos.long()
         fin_lens = torch.cat([fin_lens, cand_lens], 1).gather(1, pick)
         fin_ended = torch.cat([fin_ended, is_eos], 1).gather(1, pick)
 
-        # staying open: the best K non-eos candidates (sorted already, so topk keeps their order)
+        # staying open: the best K non-eos candidates
         keep_scores, keep = torch.topk(top_scores.masked_fill(is_eos, neg_inf), K, dim=1)
         open_scores = keep_scores.masked_fill(last, neg_inf)
-        open_seqs = parent_seqs.gather(1, keep.unsqueeze(2).expand(-1, -1, T))
+        open_seqs = cand_seqs.gather(1, keep.unsqueeze(2).expand(-1, -1, T))
         parents = top_beam.gather(1, keep)
         tokens = top_tok.gather(1, keep).view(-1)
         state = select_state(state, (item.unsqueeze(1) * K + parents).view(-1))
 
         best_open = open_scores.max(dim=1).values
-        bound = best_open / max_lp if length_penalty else best_open
+        bound = best_open / max_lp  # max_lp is 1 without length penalty
         done = done | last.squeeze(1) | (fin_scores[:, -1] >= bound)
 
     seqs = _to_lists(fin_seqs.view(B * N, T), fin_lens.view(-1))

@@ -106,6 +106,17 @@ def test_carried_state_continues_the_sequence(attention, input_feeding, cell):
         close(second_w, whole_w[:, 3:])
 
 
+@pytest.mark.parametrize("attention,input_feeding,cell", CONFIGS, ids=CONFIG_IDS)
+def test_empty_rows_keep_their_state(attention, input_feeding, cell):
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch()
+    state = start(dec, final, memory)
+    outputs, end_state, _ = dec(x, state, torch.tensor([5, 0, 2]))
+    assert torch.all(outputs[1] == 0)
+    close_states(select_state(end_state, torch.tensor([1])), select_state(state, torch.tensor([1])))
+    close(outputs[2:, :2], dec(x[2:, :2], select_state(state, torch.tensor([2])))[0])
+
+
 def test_gradient_flows_without_nan():
     dec = make("bahdanau", True).float().train()
     x, final, memory = (t.float() for t in batch())

@@ -239,13 +239,13 @@ def test_beam_search_finds_the_exhaustive_optimum_per_item_state(alpha):
 def test_stopping_bound_is_sound_under_length_penalty():
     # from bos, eos is likely; the long path through token 1 is unlikely at first but then almost certain.
     # A strong length penalty makes the long one best, so stopping when eos first wins would be wrong.
-    table = torch.log(torch.tensor([[1.0, 1.0, 1.0],
-                                    [0.6, 0.4, 1e-6],
-                                    [0.5, 0.25, 0.25]], dtype=torch.double))
-    table = torch.log_softmax(table, -1)
+    table = torch.log(torch.tensor([[0.4, 0.3, 0.3],
+                                    [0.02, 0.97, 0.01],     # after token 1
+                                    [0.6, 0.4, 1e-6]],      # after bos = 2
+                                   dtype=torch.double))
     for beam in (1, 2, 12):
-        result = beam_search(markov_step(table), None, 1, EOS, 4, 1, beam, length_penalty=3.0)
-        expected = exhaustive(markov_logp(table), 1, 3, 4, 3.0)
+        result = beam_search(markov_step(table), None, 2, EOS, 4, 1, beam, length_penalty=3.0)
+        expected = exhaustive(markov_logp(table), 2, 3, 4, 3.0)
         assert expected[0][1] == [1, 1, 1, 1]
         check_against_exhaustive(result, 0, expected, 1)
 
@@ -359,8 +359,8 @@ def test_decoder_prompt_and_attention_recomputation():
 
     with torch.no_grad():
         # prompt: feed all but its last token through forward (packed by length), pass the last one as bos
-        prompt = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 2, 0]])
-        plen = torch.tensor([3, 2, 2])
+        prompt = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]])
+        plen = torch.tensor([3, 2, 1])  # a one-token prompt feeds nothing: length 0 keeps the state
         _, prompted, _ = dec(embed(prompt[:, :-1]), state, plen - 1)
         bos = prompt[torch.arange(B), plen - 1]
         stepped = []
