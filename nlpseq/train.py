@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nlpseq.errors import ConfigError, NlpseqError
+from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger("nlpseq")
-
-
-def _is_child_process() -> bool:
-    """True in the extra processes Lightning starts for DDP (they re-run this script)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0 \
-        or int(os.environ.get("RANK", "0")) != 0
 
 
 def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -98,7 +92,7 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    child = _is_child_process()
+    child = is_worker_process()
     if not child:
         _check_run_dir(run_dir, cfg)
     ckpt_path = _resolve_ckpt_path(cfg, run_dir)

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nlpseq.data.sampler import BucketBatchSampler
 from nlpseq.errors import ConfigError, check_int
+from nlpseq.utils.dist import is_worker_process
 from nlpseq.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,17 @@ class EncodedDataset(Dataset):
         return self.collate(indices)
 
 
+def _wait_for(path: Path, timeout: float = 600.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ConfigError("hydra.run.dir", f"waited {timeout:.0f} s for the first process to write {path}; "
+                                               f"give every process the same hydra.run.dir")
+        time.sleep(0.5)
+
+
 def _first(batch):
     return batch[0] if isinstance(batch, list) else batch
 
@@ -84,6 +96,8 @@ class TextDataModule(pl.LightningDataModule):
         """Read the data, build (or reuse) the vocabulary, encode every split. Called before the model exists."""
         path = Path(run_dir) / "vocab.json" if run_dir is not None else None
         settings = self.vocab_settings()
+        if path is not None and is_worker_process():
+            _wait_for(path)  # ranks started together (torchrun, SLURM) use the first process's vocabulary
         if path is not None and path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved.get("settings") != settings:

@@ -43,6 +43,10 @@ class SentimentClassifier(TaskModule):
         mask = lengths_to_mask(lengths.to(input_ids.device), input_ids.size(1))
         return self.head(out.states, mask, out.final)
 
+    def train_flops_per_token(self) -> int:
+        """Training FLOPs per token: forward + backward ~ 3x the encoder's forward (head and lookup are negligible)."""
+        return 3 * self.encoder.flops_per_token()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch["input_ids"], batch["lengths"]), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].numel())

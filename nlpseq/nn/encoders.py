@@ -85,5 +85,14 @@ class RecurrentEncoder(nn.Module):
         final = last.transpose(0, 1).reshape(h.size(1), self.output_size)
         return EncoderOutput(states, final, hidden_n)
 
+    def flops_per_token(self) -> int:
+        """Forward multiply-add FLOPs per token (2 per multiply-add) of the recurrent layers."""
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        total, size_in = 0, self.rnn.input_size
+        for _ in range(self.num_layers):
+            total += self.num_directions * 2 * gates * self.hidden_size * (size_in + self.hidden_size)
+            size_in = self.output_size
+        return total
+
     def flatten_parameters(self) -> None:
         self.rnn.flatten_parameters()

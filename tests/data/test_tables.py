@@ -54,3 +54,16 @@ def test_missing_file_wrong_column_and_unknown_format(tmp_path):
         load_table(q)
     with pytest.raises(ConfigError, match="data.format"):
         load_table(p, fmt="xml")
+
+
+def test_hub_loader_path_works_offline_on_a_local_dataset_folder(tmp_path):
+    # `data.hub.name` goes through datasets.load_dataset; a local folder exercises the same code offline
+    from nlpseq.data.tables import load_hub_table
+
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.csv").write_text("sentence,label\ngood film,1\nbad film,0\n")
+    ds = load_hub_table(str(folder), "train", None, "sentence", "label")
+    assert ds["text"] == ["good film", "bad film"] and ds["label"] == ["1", "0"]
+    with pytest.raises(DataError, match="could not load hub dataset"):
+        load_hub_table(str(tmp_path / "missing_dataset_name"), "train", None, "text", "label")
