@@ -57,3 +57,19 @@ def read_lines(path, allow_empty: bool = False) -> Iterator[tuple[int, str]]:
             yield lineno, line.rstrip("\r\n")
     if empty and not allow_empty:
         raise DataError("file is empty", path)
+
+
+def read_json_lines(path) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, object) for each non-blank line of a JSON-lines file; each line must be an object."""
+    import json
+
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path, lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError("each JSON line must be an object", path, lineno)
+        yield lineno, obj

@@ -6,12 +6,11 @@ Arrow table. (Corpora larger than memory are the speed issue's job: memory-mappe
 from __future__ import annotations
 
 import csv
-import json
 from typing import Sequence
 
 import datasets
 
-from nlpseq.data.files import read_lines, resolve
+from nlpseq.data.files import read_json_lines, read_lines, resolve
 from nlpseq.errors import ConfigError, DataError
 
 FORMATS = ("auto", "tsv", "csv", "jsonl")
@@ -74,15 +73,7 @@ def _split(line: str, delimiter: str, fmt: str, path, lineno: int) -> list[str]:
 
 
 def _iter_jsonl(path, columns):
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path, lineno) from None
-        if not isinstance(obj, dict):
-            raise DataError("each JSON line must be an object", path, lineno)
+    for lineno, obj in read_json_lines(path):
         row = {}
         for key, (wanted, opt) in columns.items():
             col = _pick(list(obj), wanted, opt, f"{path}:{lineno}")
