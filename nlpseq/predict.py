@@ -80,6 +80,8 @@ def _run(predictor, source: str, target: str, options: dict) -> int:
     from nlpseq.data.files import read_lines
 
     lines = (line for _, line in read_lines(source, allow_empty=True)) if source != "-" else sys.stdin
+    if "source" in inspect.signature(predictor.predict_file).parameters:  # lets errors name the input file
+        options = {**options, "source": source if source != "-" else "<stdin>"}
     if target == "-":
         n = predictor.predict_file(lines, sys.stdout, **options)
     else:

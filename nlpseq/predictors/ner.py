@@ -1,0 +1,246 @@
+"""NER inference: raw or pre-tokenized text -> tokens, tags and entity spans with character offsets.
+
+Raw text is split by `nlpseq.data.tagging.tokenize_text` (a documented CoNLL-like regex that keeps
+character offsets); a list of tokens is used as given (its text is the tokens joined by spaces).
+Confidence: a word's confidence is the probability of its predicted tag (CRF marginal from
+forward-backward, or the softmax probability); an entity's confidence is the *minimum* over its words.
+
+`predict_file` reads either plain text (one text per line -> one JSON object per line) or a column
+file (CoNLL style: the same lines come back with a predicted-tag column appended, so conlleval or
+seqeval can score it).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, TextIO
+
+import torch
+
+from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split_columns
+from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
+from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
+from nlpseq.metrics.schemes import SCHEMES, convert, from_spans
+from nlpseq.predictors.base import Predictor, batches_by_length, to_plain
+
+FILE_FORMATS = ("auto", "text", "conll")
+_SPACE = re.compile(r"\s")
+
+
+@dataclass
+class Entity:
+    type: str
+    text: str                # text[start:end] of the input
+    start: int               # character offsets into the input text (end exclusive)
+    end: int
+    token_start: int         # token indices (end exclusive)
+    token_end: int
+    confidence: float        # min over the entity's words of the probability of their tag
+
+
+@dataclass
+class NerPrediction:
+    text: str
+    tokens: list[str]
+    offsets: list[tuple[int, int]]   # character span of each token in `text`
+    tags: list[str]                  # one per token, in the requested scheme
+    confidences: list[float]         # probability of each token's tag
+    entities: list[Entity] = field(default_factory=list)
+
+
+class NerPredictor(Predictor):
+    task = "ner"
+
+    # ---------------------------------------------------------------- inputs
+    def _inputs(self, texts, pretokenized: bool | None) -> tuple[list[tuple[str, list[str], list]], bool]:
+        """[(text, tokens, offsets)] and whether one input was given."""
+        if isinstance(texts, str):
+            if pretokenized:
+                raise NlpseqError("predict: pretokenized=True needs a list of tokens, got a string")
+            items, single = [texts], True
+        else:
+            if not isinstance(texts, (list, tuple)):
+                try:
+                    texts = list(texts)
+                except TypeError:
+                    raise NlpseqError(f"predict: expected a string, a list of strings or a list of token lists, "
+                                      f"got {type(texts).__name__}") from None
+            nested = [isinstance(t, (list, tuple)) for t in texts]
+            if pretokenized and texts and not any(nested):
+                items, single = [list(texts)], True   # one sentence given as its tokens
+            elif texts and all(nested):
+                items, single = [list(t) for t in texts], False
+            elif any(nested):
+                raise NlpseqError("predict: mix of strings and token lists; pass texts or token lists, not both")
+            else:
+                if pretokenized is True:
+                    raise NlpseqError("predict: pretokenized=True needs token lists")
+                items, single = list(texts), False
+                for i, t in enumerate(items):
+                    if not isinstance(t, str):
+                        raise NlpseqError(f"predict: text {i} is a {type(t).__name__}, expected a string "
+                                          f"(or pass token lists)")
+        out = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                pairs = tokenize_text(item)
+                out.append((item, [t for t, _ in pairs], [o for _, o in pairs]))
+                continue
+            for j, tok in enumerate(item):
+                if not isinstance(tok, str) or not tok or _SPACE.search(tok):
+                    raise NlpseqError(f"predict: sentence {i}, token {j}: expected a non-empty string without "
+                                      f"spaces, got {tok!r}")
+            text, offsets = tokens_with_offsets(item)
+            out.append((text, list(item), offsets))
+        return out, single
+
+    # ---------------------------------------------------------------- core
+    def _span_reader(self) -> SpanReader:
+        return self.model.span_reader
+
+    @torch.inference_mode()
+    def _tag(self, sentences: Sequence[Sequence[str]], batch_size: int) -> list[tuple[list[int], list[float]]]:
+        """Tag ids (training scheme) and confidences per sentence; empty sentences give empty lists."""
+        model = self.model
+        results: list[tuple[list[int], list[float]]] = [([], []) for _ in sentences]
+        keep = [i for i, s in enumerate(sentences) if len(s)]
+        if not keep:
+            return results
+        max_length = model.text.max_length
+        if max_length is not None:
+            for i in keep:
+                if len(sentences[i]) > max_length:
+                    raise NlpseqError(f"predict: sentence {i} has {len(sentences[i])} tokens, more than the "
+                                      f"model's max_length {max_length}")
+        enc = model.featurizer.encode([sentences[i] for i in keep])
+        device = self.device
+        for rows in batches_by_length(enc.lengths.tolist(), batch_size):
+            batch = model.featurizer.collate(enc, rows)
+            batch = {k: (v if k == "lengths" else v.to(device)) for k, v in batch.items()}
+            emissions, mask = model(batch)
+            paths, conf = model.decode(emissions, mask, confidence=True)
+            for r, n, p, c in zip(rows, batch["lengths"].tolist(), paths.tolist(), conf.float().tolist()):
+                results[keep[r]] = (p[:n], c[:n])
+        return results
+
+    def predict(self, texts, batch_size: int = 64, pretokenized: bool | None = None, scheme: str | None = None):
+        """Entities of each text: a `NerPrediction` per text (a single one for a single string or, with
+        pretokenized=True, a single list of tokens). Accepts a string, a list of strings (raw text), or a
+        list of token lists. Tags come in `scheme` (default: the scheme of the training data)."""
+        check_int("batch_size", batch_size, minimum=1)
+        scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
+        items, single = self._inputs(texts, pretokenized)
+        tagged = self._tag([tokens for _, tokens, _ in items], batch_size)
+        labels, train_scheme, reader = self.model.labels, self.model.scheme, self._span_reader()
+        results = []
+        for (text, tokens, offsets), (ids, conf) in zip(items, tagged):
+            spans = reader.spans(ids)
+            entities = [Entity(type_, text[offsets[s][0]:offsets[e - 1][1]], offsets[s][0], offsets[e - 1][1], s, e,
+                               round(min(conf[s:e]), 6))
+                        for type_, s, e in spans]
+            out_tags = from_spans(spans, len(ids), scheme) if scheme != train_scheme else [labels[i] for i in ids]
+            results.append(NerPrediction(text, tokens, [tuple(o) for o in offsets], out_tags,
+                                         [round(c, 6) for c in conf], entities))
+        return results[0] if single else results
+
+    @torch.inference_mode()
+    def nbest(self, tokens: Sequence[str] | str, n: int = 3, scheme: str | None = None) -> list[tuple[list[str], float]]:
+        """The n most probable taggings of one sentence (raw text or tokens): [(tags, probability)], best first."""
+        check_int("n", n, minimum=1)
+        scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
+        (_, toks, _), = self._inputs(tokens if isinstance(tokens, str) else list(tokens),
+                                     None if isinstance(tokens, str) else True)[0]
+        if not toks:
+            return [([], 1.0)]
+        model = self.model
+        enc = model.featurizer.encode([toks])
+        batch = {k: (v if k == "lengths" else v.to(self.device)) for k, v in model.featurizer.collate(enc, [0]).items()}
+        emissions, mask = model(batch)
+        paths, probs = model.nbest(emissions, mask, n)
+        out = []
+        for path, p in zip(paths[0].tolist(), probs[0].tolist()):
+            if p <= 0:
+                continue
+            tags = [model.labels[i] for i in path[: len(toks)]]
+            out.append((convert(tags, model.scheme, scheme) if scheme != model.scheme else tags, p))
+        return out
+
+    # ---------------------------------------------------------------- files
+    def predict_file(self, lines: Iterable[str], out: TextIO, batch_size: int = 64, format: str = "auto",
+                     scheme: str | None = None, token_column: int | None = None, separator: str | None = None,
+                     source: str | None = None) -> int:
+        """Text lines -> JSON lines; a column file -> the same lines plus a predicted-tag column.
+
+        format: auto (a column file if there are -DOCSTART- lines, or if the first 200 non-blank lines
+        all have the same number of columns, at least 2, and end in a tag; one text per line
+        otherwise), text or conll (for column files without a tag column).
+        token_column / separator default to the training data's settings. Returns the number of
+        sentences written."""
+        check_int("batch_size", batch_size, minimum=1)
+        check_choice("format", format, FILE_FORMATS)
+        scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
+        separator = check_choice("separator", separator or self.model.reader.get("separator", "auto"), SEPARATORS)
+        token_column = check_int("token_column", self.model.reader.get("token_column", 0)
+                                 if token_column is None else token_column)
+        lines = [line.rstrip("\r\n") for line in lines]
+        if format == "auto":
+            format = "conll" if _looks_like_columns(lines, separator) else "text"
+        if format == "text":
+            n = 0
+            for start in range(0, len(lines), 4096):
+                for result in self.predict(lines[start:start + 4096], batch_size=batch_size, scheme=scheme):
+                    out.write(json.dumps(to_plain(result), ensure_ascii=False) + "\n")
+                    n += 1
+            out.flush()
+            return n
+        return self._predict_columns(lines, out, batch_size, scheme, token_column, separator, source or "<input>")
+
+    def _predict_columns(self, lines: list[str], out: TextIO, batch_size: int, scheme: str, token_column: int,
+                         separator: str, source: str) -> int:
+        docstart = self.model.reader.get("docstart", True)
+        sentences = list(iter_column_sentences(enumerate(lines, 1), source, token_column, None, separator, docstart))
+        tagged = self._tag([tokens for _, tokens, _ in sentences], batch_size)
+        labels, train_scheme, reader = self.model.labels, self.model.scheme, self._span_reader()
+        predicted: dict[int, str] = {}  # line number -> tag
+        for (start, tokens, _), (ids, _) in zip(sentences, tagged):
+            tags = from_spans(reader.spans(ids), len(ids), scheme) if scheme != train_scheme else [labels[i] for i in ids]
+            for i, tag in enumerate(tags):
+                predicted[start + i] = tag
+        sep = "\t" if separator == "tab" else " "
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                out.write("\n")
+                continue
+            tag = predicted.get(lineno)
+            if tag is None:  # a -DOCSTART- line: keep it well-formed for conlleval
+                if split_columns(line, separator)[0] != DOCSTART:
+                    raise DataError("line was not read as a token (internal error)", source, lineno)
+                tag = "O"
+            out.write(f"{line.rstrip()}{sep if separator != 'auto' else _separator_of(line)}{tag}\n")
+        out.flush()
+        return len(sentences)
+
+
+def _separator_of(line: str) -> str:
+    return "\t" if "\t" in line else " "
+
+
+def _looks_like_columns(lines: list[str], separator: str, probe: int = 200) -> bool:
+    """A column file has -DOCSTART- lines, or lines with one fixed number (>= 2) of columns whose last
+    cell is always a tag (O, B-X, I-PER ...). Untagged column files need format=conll."""
+    from nlpseq.metrics.schemes import tag_error
+
+    counts, seen, tag_like = set(), 0, True
+    for line in lines:
+        if not line.strip():
+            continue
+        cells = split_columns(line, separator)
+        if cells[0] == DOCSTART:
+            return True
+        counts.add(len(cells))
+        tag_like = tag_like and tag_error(cells[-1], "BIOES") is None
+        seen += 1
+        if seen >= probe:
+            break
+    return len(counts) == 1 and min(counts) >= 2 and tag_like
