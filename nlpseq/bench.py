@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from nlpseq.errors import ConfigError, NlpseqError
+from nlpseq.errors import NlpseqError
 
 DEFAULTS = {"steps": 60, "repeats": 3, "warmup": 5, "infer_sentences": 512, "out": "bench.json"}
 

@@ -13,13 +13,12 @@ declared scheme: otherwise a DataError names the file and line. Nothing is ever 
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Iterator, Sequence
 
 import datasets
 
-from nlpseq.data.files import read_lines, resolve
+from nlpseq.data.files import read_json_lines, read_lines, resolve
 from nlpseq.errors import ConfigError, DataError, check_choice
 from nlpseq.metrics.schemes import SCHEMES, convert, split_tag, tag_error
 
@@ -123,15 +122,7 @@ def read_jsonl(path, tokens_key: str = "tokens", tags_key: str = "tags", scheme:
     """One JSON object per line with a list of tokens and a list of as many tags (strings)."""
     check_choice("data.scheme", scheme, INPUT_SCHEMES)
     rows: dict[str, list] = {"tokens": [], "tags": [], "line": []}
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path, lineno) from None
-        if not isinstance(obj, dict):
-            raise DataError("each JSON line must be an object", path, lineno)
+    for lineno, obj in read_json_lines(path):
         for key, option in ((tokens_key, "data.tokens_key"), (tags_key, "data.tags_key")):
             if key not in obj:
                 raise DataError(f"no key {key!r} (option {option}); the object has keys {sorted(obj)}", path, lineno)
