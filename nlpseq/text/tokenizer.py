@@ -156,10 +156,13 @@ class TextTokenizer:
         return [(text[s:e], (s, e)) for s, e in enc.offsets]
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=skip_special)
+        return self.decode_batch([ids], skip_special)[0]
 
     def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
-        return self.hf.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special)
+        # word/char vocabularies hold the specials as plain entries, which HF's skip_special_tokens keeps
+        n = len(SPECIALS)
+        rows = [[i for i in ids if i >= n] if skip_special else list(ids) for ids in batch]
+        return self.hf.decode_batch(rows, skip_special_tokens=skip_special)
 
     def id_to_token(self, i: int) -> str | None:
         return self.hf.id_to_token(i)
