@@ -1,0 +1,411 @@
+"""Language-model data: plain text (one document, or one example per line), JSONL/TSV/CSV, or a hub dataset.
+
+Two training modes (`data.mode`):
+
+- `stream`: every document becomes `<s> tokens </s>`, all concatenated into one token stream. The
+  stream is cut into `batch_size` parallel contiguous rows (as pytorch/examples' `batchify`) and fed as
+  consecutive windows of `seq_len` tokens, in order, so the model can carry its hidden state (detached)
+  from one window to the next: truncated backpropagation through time. Under DDP each rank takes its
+  own contiguous slice of the stream, of equal length. Targets that are `<s>` (the token after `</s>`,
+  known by construction) are not scored.
+- `lines`: each example is its own sequence `<s> tokens </s>`, padded in length-bucketed batches; the
+  state starts fresh for every example (from a condition, when `condition_column` is set).
+
+Without a validation file, `split_fractions` cuts the training data contiguously: a single document by
+characters (Tiny Shakespeare: first 90% / last 10%), many examples by example.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
+from nlpseq.data.collate import pad_ids
+from nlpseq.data.files import read_lines, resolve
+from nlpseq.data.tables import iter_rows, load_hub_table
+from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
+from nlpseq.text.labels import LabelVocab
+from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+FORMATS = ("auto", "text", "lines", "jsonl", "tsv", "csv")
+MODES = ("stream", "lines")
+IGNORE = -100  # target id that the loss skips (padding, and <s> after </s> in a stream)
+
+
+# ---------------------------------------------------------------- reading
+
+@dataclass
+class Documents:
+    """Texts of one split, optional condition per text, and where each came from (for error messages)."""
+
+    texts: list[str]
+    conditions: list[str] | None = None
+    where: list[tuple[str, int | None]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, start: int, stop: int) -> "Documents":
+        return Documents(self.texts[start:stop], None if self.conditions is None else self.conditions[start:stop],
+                         self.where[start:stop])
+
+
+def detect_format(path, fmt: str = "auto") -> str:
+    check_choice("data.format", fmt, FORMATS)
+    if fmt != "auto":
+        return fmt
+    name = str(path).lower().removesuffix(".gz")
+    for ext, found in ((".jsonl", "jsonl"), (".json", "jsonl"), (".tsv", "tsv"), (".csv", "csv")):
+        if name.endswith(ext):
+            return found
+    return "text"  # .txt and anything else: one plain-text document (set data.format=lines for one per line)
+
+
+def read_text(path) -> Documents:
+    """The whole file as one document (line endings normalised to '\\n')."""
+    text = "".join(line + "\n" for _, line in read_lines(path))
+    return Documents([text], None, [(str(path), None)])
+
+
+def read_line_examples(path) -> Documents:
+    """One example per non-blank line."""
+    texts, where = [], []
+    for lineno, line in read_lines(path):
+        if line.strip():
+            texts.append(line)
+            where.append((str(path), lineno))
+    if not texts:
+        raise DataError("file has only blank lines", path)
+    return Documents(texts, None, where)
+
+
+def read_table(path, fmt: str, text_column, condition_column) -> Documents:
+    """JSONL/TSV/CSV rows: a text column and, optionally, a condition (label) column."""
+    columns = {"text": (text_column, "data.text_column")}
+    if condition_column is not None:
+        columns["condition"] = (condition_column, "data.condition_column")
+    texts, conds, where = [], [], []
+    for lineno, row in iter_rows(path, columns, fmt):
+        text = row["text"]
+        if not isinstance(text, str):
+            raise DataError(f"text must be a string, got {type(text).__name__}", path, lineno)
+        if condition_column is not None:
+            cond = row["condition"]
+            if isinstance(cond, (bool, dict, list)) or cond is None or str(cond).strip() == "":
+                raise DataError(f"missing or invalid condition {cond!r} (column {condition_column!r})", path, lineno)
+            conds.append(str(cond).strip())
+        texts.append(text)
+        where.append((str(path), lineno))
+    if not texts:
+        raise DataError("file has no examples", path)
+    return Documents(texts, conds if condition_column is not None else None, where)
+
+
+def read_documents(path, fmt: str = "auto", text_column="text", condition_column=None) -> Documents:
+    resolve(path)
+    fmt = detect_format(path, fmt)
+    if fmt in ("text", "lines") and condition_column is not None:
+        raise ConfigError("data.condition_column", f"needs a table (jsonl, tsv or csv) with a condition column; "
+                                                   f"{path} is read as plain {fmt}")
+    if fmt == "text":
+        return read_text(path)
+    if fmt == "lines":
+        return read_line_examples(path)
+    return read_table(path, fmt, text_column, condition_column)
+
+
+def split_documents(docs: Documents, fractions: Sequence[float], path) -> list[Documents]:
+    """Contiguous parts: one document is cut by characters, many documents by document."""
+    if len(docs) == 1 and docs.conditions is None:
+        text = docs.texts[0]
+        cuts = _cuts(len(text), fractions)
+        parts = [Documents([text[a:b]], None, docs.where[:1]) for a, b in zip(cuts[:-1], cuts[1:])]
+        if any(len(p.texts[0]) < 2 for p in parts):
+            raise DataError(f"too little text ({len(text)} characters) to split by data.split_fractions", path)
+        return parts
+    cuts = _cuts(len(docs), fractions)
+    parts = [docs.select(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+    if any(len(p) == 0 for p in parts):
+        raise DataError(f"too few examples ({len(docs)}) to split by data.split_fractions {list(fractions)}", path)
+    return parts
+
+
+def _cuts(n: int, fractions: Sequence[float]) -> list[int]:
+    cuts, total = [0], 0.0
+    for f in fractions[:-1]:
+        total += f
+        cuts.append(int(n * total))
+    cuts.append(n)
+    return cuts
+
+
+# ---------------------------------------------------------------- stream batching
+
+def batchify(tokens: np.ndarray, rows: int, num_replicas: int = 1, rank: int = 0) -> np.ndarray:
+    """This rank's contiguous slice of the stream, cut into `rows` parallel rows: [rows, L].
+
+    Every rank gets the same L (the tail that does not divide evenly is dropped), so all ranks take
+    the same number of steps.
+    """
+    per_rank = len(tokens) // num_replicas
+    part = tokens[rank * per_rank:(rank + 1) * per_rank]
+    length = len(part) // rows
+    return np.ascontiguousarray(part[: rows * length].reshape(rows, length))
+
+
+class StreamWindows(Dataset):
+    """Window starting at column s of a [rows, L] array -> inputs [rows, t], targets [rows, t] (shifted by one)."""
+
+    def __init__(self, data: np.ndarray, seq_len: int):
+        self.data, self.seq_len = data, seq_len
+        self.length = data.shape[1]
+
+    def __len__(self) -> int:  # not used for sampling (the sampler yields start columns)
+        return max(self.length - 1, 0)
+
+    def __getitem__(self, start: int) -> dict:
+        stop = min(start + self.seq_len, self.length - 1)
+        inputs = torch.from_numpy(np.ascontiguousarray(self.data[:, start:stop]))
+        targets = torch.from_numpy(np.ascontiguousarray(self.data[:, start + 1:stop + 1]))
+        targets = targets.masked_fill(targets == BOS_ID, IGNORE)
+        # scored tokens, for throughput counters (nlpseq.callbacks.batch_tokens); a plain int stays on the CPU
+        return {"input_ids": inputs, "targets": targets, "num_tokens": int((targets != IGNORE).sum())}
+
+
+class WindowSampler(Sampler[int]):
+    """Start columns of consecutive windows, in order (the carried state needs them in order).
+
+    With `random_offset`, each training epoch starts at a seeded offset in [0, seq_len), so window
+    boundaries move between epochs; the number of windows stays the same every epoch.
+    """
+
+    def __init__(self, length: int, seq_len: int, random_offset: bool = False, seed: int = 0):
+        self.length, self.seq_len, self.seed = length, seq_len, seed
+        self.epoch = 0
+        # full windows only when shifting, so every epoch has the same count
+        self.random_offset = random_offset and (length - seq_len) // seq_len >= 1
+        if self.random_offset:
+            self.count = (length - seq_len) // seq_len
+        else:
+            self.count = -(-(length - 1) // seq_len) if length > 1 else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def offset(self) -> int:
+        if not self.random_offset:
+            return 0
+        return int(np.random.default_rng((self.seed, self.epoch)).integers(0, self.seq_len))
+
+    def __iter__(self) -> Iterator[int]:
+        first = self.offset()
+        return iter(range(first, first + self.count * self.seq_len, self.seq_len))
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _single(batch):
+    return batch
+
+
+# ---------------------------------------------------------------- the data module
+
+class LanguageModelDataModule(TextDataModule):
+    """Text for a language model, from local files (`train`, `validation`, `test`) or `hub.name`.
+
+    `format`: auto (by extension: .jsonl/.json, .tsv, .csv, anything else plain text) | text (the whole
+    file is one document) | lines (one example per line) | jsonl | tsv | csv. `condition_column` names
+    a label column (lines mode, tables only): its value, embedded, starts the model's state.
+    `batch_size` / `eval_batch_size` are the number of parallel rows in stream mode.
+    """
+
+    def __init__(self, train: str | None = None, validation: str | None = None, test: str | None = None,
+                 format: str = "auto", mode: str = "stream", split_fractions: Sequence[float] | None = None,
+                 text_column: str | Sequence[str] = "text", condition_column: str | Sequence[str] | None = None,
+                 hub: dict | None = None, tokenizer: dict | None = None, seq_len: int = 128,
+                 max_length: int | None = None, random_offset: bool = True, batch_size: int = 32,
+                 eval_batch_size: int = 32, max_tokens: int | None = None, num_workers: int = 0,
+                 bucket_pool: int = 50, seed: int = 0):
+        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
+        self.paths = {"train": train, "validation": validation, "test": test}
+        self.format = check_choice("data.format", format, FORMATS)
+        self.mode = check_choice("data.mode", mode, MODES)
+        self.seq_len = check_int("data.seq_len", seq_len, minimum=1)
+        if max_length is not None:
+            check_int("data.max_length", max_length, minimum=1)
+        self.max_length = max_length
+        self.random_offset = check_bool("data.random_offset", random_offset)
+        self.text_column, self.condition_column = text_column, condition_column
+        if condition_column is not None and mode == "stream":
+            raise ConfigError("data.condition_column",
+                              "conditions start each example's state, so they need data.mode=lines "
+                              "(stream mode carries the state across examples)")
+        if split_fractions is not None:
+            split_fractions = list(split_fractions)
+            if len(split_fractions) not in (2, 3):
+                raise ConfigError("data.split_fractions", f"expected 2 (train, validation) or 3 (…, test) numbers, "
+                                                          f"got {split_fractions}")
+            for f in split_fractions:
+                check_float("data.split_fractions", f, 0.0, 1.0, low_open=True, high_open=True)
+            if abs(sum(split_fractions) - 1.0) > 1e-6:
+                raise ConfigError("data.split_fractions", f"must sum to 1, got {split_fractions}")
+        self.split_fractions = split_fractions
+        self.hub = dict(hub or {})
+        unknown = set(self.hub) - {"name", "subset", "splits"}
+        if unknown:
+            raise ConfigError("data.hub", f"unknown option(s) {sorted(unknown)}; expected name, subset, splits")
+        if not self.hub.get("name") and not train:
+            raise ConfigError("data.train", "no training data: set data.train to a file or data.hub.name to a hub dataset")
+        self.tokenizer_cfg = dict(tokenizer or {"kind": "char"})
+        self.tokenizer: TextTokenizer | None = None
+        self.conditions: LabelVocab | None = None
+        self.raw: dict[str, Documents] = {}
+        self.streams: dict[str, np.ndarray] = {}
+
+    # ---- reading
+    def _read(self, split: str) -> Documents | None:
+        if self.hub.get("name"):
+            hub_splits = {"train": "train", "validation": "validation", "test": "test", **(self.hub.get("splits") or {})}
+            if not hub_splits.get(split):
+                return None
+            ds = load_hub_table(self.hub["name"], hub_splits[split], self.hub.get("subset"), self.text_column,
+                                self.condition_column)
+            where = f"hub:{self.hub['name']}/{hub_splits[split]}"
+            return Documents(list(ds["text"]), list(ds["label"]) if self.condition_column is not None else None,
+                             [(where, i + 1) for i in range(len(ds))])
+        if not self.paths[split]:
+            return None
+        return read_documents(self.paths[split], self.format, self.text_column, self.condition_column)
+
+    def read_splits(self, train_only_for_vocab: bool) -> None:
+        raw = {s: self._read(s) for s in SPLITS}
+        if raw["validation"] is None:
+            fractions = self.split_fractions or [0.9, 0.1]
+            parts = split_documents(raw["train"], fractions, self.paths["train"])
+            raw["train"], raw["validation"] = parts[0], parts[1]
+            if len(parts) == 3 and raw["test"] is None:
+                raw["test"] = parts[2]
+            log.info("no validation split given: cut the training data by fractions %s", fractions)
+        self.raw = {s: d for s, d in raw.items() if d is not None}
+        if train_only_for_vocab:
+            self.tokenizer = build_tokenizer(self.raw["train"].texts, **self.tokenizer_cfg)
+            if self.condition_column is not None:
+                self.conditions = LabelVocab.from_data(self.raw["train"].conditions)
+            log.info("vocabulary: %d tokens (%s)%s", self.tokenizer.vocab_size, self.tokenizer.kind,
+                     f", conditions: {self.conditions.labels}" if self.conditions else "")
+
+    def vocab_settings(self) -> dict:
+        return {"tokenizer": self.tokenizer_cfg, "train": str(self.paths["train"]), "hub": self.hub,
+                "format": self.format, "split_fractions": self.split_fractions,
+                "condition_column": self.condition_column}
+
+    def dump_vocab(self) -> dict:
+        return {"tokenizer": self.tokenizer.to_json(),
+                "conditions": list(self.conditions.labels) if self.conditions else None}
+
+    def load_vocab(self, vocab: dict) -> None:
+        self.tokenizer = TextTokenizer.from_json(vocab["tokenizer"])
+        self.conditions = LabelVocab(vocab["conditions"]) if vocab.get("conditions") else None
+
+    def model_inputs(self) -> dict:
+        return {"tokenizer": self.tokenizer.to_json(),
+                "conditions": list(self.conditions.labels) if self.conditions else None}
+
+    # ---- encoding, once
+    def _encode(self, docs: Documents) -> list[list[int]]:
+        seqs = []
+        for start in range(0, len(docs), 10000):  # bounded memory for corpora of many documents
+            chunk = self.tokenizer.encode_batch(docs.texts[start:start + 10000])
+            if self.max_length is not None and self.mode == "lines":
+                chunk = [s[: self.max_length] for s in chunk]
+            seqs.extend([BOS_ID, *s, EOS_ID] for s in chunk)
+        return seqs
+
+    def encode_splits(self) -> None:
+        self.streams, self.splits = {}, {}
+        for split, docs in self.raw.items():
+            seqs = self._encode(docs)
+            if self.mode == "stream":
+                flat = RaggedArray(seqs).flat
+                if len(flat) < 2:
+                    raise DataError(f"the {split} split has too little text for a language model",
+                                    self.paths.get(split))
+                self.streams[split] = flat
+                continue
+            conds = None
+            if self.conditions is not None:
+                conds = np.empty(len(docs), dtype=np.int64)
+                for i, (c, (path, line)) in enumerate(zip(docs.conditions, docs.where)):
+                    if c not in self.conditions:
+                        raise DataError(f"condition {c!r} was never seen in training (known: "
+                                        f"{self.conditions.labels})", path, line)
+                    conds[i] = self.conditions.index[c]
+            self.splits[split] = _lines_dataset(RaggedArray(seqs), conds)
+
+    def bench_inputs(self, n: int) -> list[str]:
+        """Prompts for inference benchmarks (nlpseq.bench): the starts of validation lines."""
+        lines = [line[:20] for text in self.raw["validation"].texts for line in text.splitlines() if line.strip()]
+        while lines and len(lines) < n:
+            lines = lines + lines
+        return lines[:n]
+
+    @property
+    def num_tokens(self) -> dict[str, int]:
+        if self.mode == "stream":
+            return {s: len(t) for s, t in self.streams.items()}
+        return {s: int(d.lengths.sum()) for s, d in self.splits.items()}
+
+    # ---- loaders
+    def _stream_loader(self, split: str, train: bool) -> DataLoader:
+        replicas, rank = self._world()
+        rows = self.batch_size if train else self.eval_batch_size
+        data = batchify(self.streams[split], rows, replicas, rank)
+        if data.shape[1] < 2:
+            raise ConfigError("data.batch_size" if train else "data.eval_batch_size",
+                              f"{rows} rows x {replicas} process(es) leave fewer than 2 tokens per row of the "
+                              f"{split} split ({len(self.streams[split])} tokens); use fewer rows")
+        sampler = WindowSampler(data.shape[1], self.seq_len, random_offset=train and self.random_offset,
+                                seed=self.seed)
+        return DataLoader(StreamWindows(data, self.seq_len), batch_size=None, sampler=sampler,
+                          collate_fn=_single, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0 and train)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._stream_loader("train", True) if self.mode == "stream" else super().train_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._stream_loader("validation", False) if self.mode == "stream" else super().val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        if not self.has_test:
+            raise ConfigError("data.test", "no test split configured")
+        return self._stream_loader("test", False) if self.mode == "stream" else super().test_dataloader()
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in (self.streams if self.mode == "stream" else self.splits)
+
+
+def _lines_dataset(seqs: RaggedArray, conditions: np.ndarray | None) -> EncodedDataset:
+    """Each example <s> ... </s>: inputs drop the last token, targets the first; padding is IGNORE."""
+    conds_t = torch.from_numpy(conditions) if conditions is not None else None
+
+    def collate(indices: list[int]) -> dict:
+        rows = [seqs[i] for i in indices]
+        inputs, lengths = pad_ids([r[:-1] for r in rows], PAD_ID)
+        targets, _ = pad_ids([r[1:] for r in rows], IGNORE)
+        batch = {"input_ids": inputs, "targets": targets, "lengths": lengths}
+        if conds_t is not None:
+            batch["conditions"] = conds_t[indices]
+        return batch
+
+    return EncodedDataset(len(seqs), seqs.lengths - 1, collate)
