@@ -15,7 +15,6 @@ sides, or one per side. Sources get </s> appended; targets are wrapped in <s> ..
 """
 from __future__ import annotations
 
-import json
 import logging
 from itertools import chain
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ import torch
 
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.files import read_lines
+from nlpseq.data.files import read_json_lines, read_lines
 from nlpseq.errors import ConfigError, DataError, check_bool, check_float, check_int
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, TextTokenizer, build_tokenizer
 
@@ -99,20 +98,13 @@ def read_pair_table(path, src_key: str = "src", tgt_key: str = "tgt", fmt: str =
             tgt.append(cells[index[1]])
             lines.append(lineno)
     else:
-        for lineno, line in read_lines(path):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON ({e.msg} at column {e.colno})", path, lineno) from None
+        for lineno, obj in read_json_lines(path):
             pair = []
             for key, option in ((src_key, "data.src_key"), (tgt_key, "data.tgt_key")):
                 try:
                     value = _get(obj, key)
                 except KeyError:
-                    keys = list(obj) if isinstance(obj, dict) else []
-                    raise DataError(f"no field {key!r} (option {option}); the object has {keys}", path, lineno) from None
+                    raise DataError(f"no field {key!r} (option {option}); the object has {list(obj)}", path, lineno) from None
                 if not isinstance(value, str):
                     raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path, lineno)
                 pair.append(value)
