@@ -31,7 +31,8 @@ class RaggedArray:
             lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
             offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(offsets[-1]))
+            flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]) if len(seqs) else \
+                np.zeros(0, dtype=np.int64)
         self.flat, self.offsets = flat, offsets
 
     def __len__(self) -> int:

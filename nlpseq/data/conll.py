@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import datasets
 
-from nlpseq.data.files import read_json_lines, read_lines, resolve
+from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
 from nlpseq.errors import ConfigError, DataError, check_choice
 from nlpseq.metrics.schemes import SCHEMES, convert, split_tag, tag_error
 
@@ -34,8 +34,7 @@ def detect_format(path, fmt: str = "auto") -> str:
     check_choice("data.format", fmt, FORMATS)
     if fmt != "auto":
         return fmt
-    name = str(path).lower().removesuffix(".gz")
-    return "jsonl" if name.endswith((".jsonl", ".json")) else "conll"
+    return "jsonl" if format_from_name(path) == "jsonl" else "conll"
 
 
 def split_columns(line: str, separator: str) -> list[str]:

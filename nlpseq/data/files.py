@@ -38,6 +38,15 @@ def _original_cwd() -> str:
     return os.getcwd()
 
 
+def format_from_name(path) -> str | None:
+    """The data format a file name implies (jsonl, tsv, csv or text), `.gz` ignored; None if it implies none."""
+    name = str(path).lower().removesuffix(".gz")
+    for ext, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".tsv", "tsv"), (".csv", "csv"), (".txt", "text")):
+        if name.endswith(ext):
+            return fmt
+    return None
+
+
 def read_lines(path, allow_empty: bool = False) -> Iterator[tuple[int, str]]:
     """Yield (line_number, line) with the line ending removed ('\\n', '\\r\\n' or '\\r\\n')."""
     p = resolve(path)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.files import read_lines, resolve
+from nlpseq.data.files import format_from_name, read_lines, resolve
 from nlpseq.data.tables import iter_rows, load_hub_table
 from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
 from nlpseq.text.labels import LabelVocab
@@ -62,11 +62,8 @@ def detect_format(path, fmt: str = "auto") -> str:
     check_choice("data.format", fmt, FORMATS)
     if fmt != "auto":
         return fmt
-    name = str(path).lower().removesuffix(".gz")
-    for ext, found in ((".jsonl", "jsonl"), (".json", "jsonl"), (".tsv", "tsv"), (".csv", "csv")):
-        if name.endswith(ext):
-            return found
-    return "text"  # .txt and anything else: one plain-text document (set data.format=lines for one per line)
+    found = format_from_name(path)
+    return found if found in ("jsonl", "tsv", "csv") else "text"  # .txt and anything else: one plain-text document (set data.format=lines for one per line)
 
 
 def read_text(path) -> Documents:

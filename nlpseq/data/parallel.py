@@ -25,7 +25,7 @@ import torch
 
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.files import read_json_lines, read_lines
+from nlpseq.data.files import format_from_name, read_json_lines, read_lines
 from nlpseq.errors import ConfigError, DataError, check_bool, check_float, check_int
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, TextTokenizer, build_tokenizer
 
@@ -57,11 +57,9 @@ def detect_pair_format(path, fmt: str = "auto") -> str:
         raise ConfigError("data.format", f"{fmt!r} is not one of {', '.join(PAIR_FORMATS)}")
     if fmt != "auto":
         return fmt
-    name = str(path).lower().removesuffix(".gz")
-    if name.endswith(".tsv") or name.endswith(".txt"):
-        return "tsv"
-    if name.endswith(".jsonl") or name.endswith(".json"):
-        return "jsonl"
+    found = {"tsv": "tsv", "text": "tsv", "jsonl": "jsonl"}.get(format_from_name(path))
+    if found:
+        return found
     raise DataError("cannot tell the format from the file name; set data.format to tsv or jsonl "
                     "(or give the split as {src: PATH, tgt: PATH} for two aligned files)", path)
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import datasets
 
-from nlpseq.data.files import read_json_lines, read_lines, resolve
+from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
 from nlpseq.errors import ConfigError, DataError
 
 FORMATS = ("auto", "tsv", "csv", "jsonl")
@@ -21,10 +21,9 @@ def detect_format(path, fmt: str = "auto") -> str:
         raise ConfigError("data.format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt != "auto":
         return fmt
-    name = str(path).lower().removesuffix(".gz")
-    for ext, found in ((".tsv", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"), (".json", "jsonl")):
-        if name.endswith(ext):
-            return found
+    found = format_from_name(path)
+    if found in ("tsv", "csv", "jsonl"):
+        return found
     raise DataError("cannot tell the format from the file name; set data.format to tsv, csv or jsonl", path)
 
 
