@@ -1,11 +1,24 @@
-"""Lightning callbacks of our own: training throughput in tokens per second."""
+"""Lightning callbacks and plugins of our own: throughput, the NaN guard, and what exact resume needs
+(mid-epoch checkpoints, random-generator state, atomic checkpoint files)."""
 from __future__ import annotations
 
+import logging
+import os
+import random
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+
+from nlpseq.errors import check_int
+
+log = logging.getLogger(__name__)
 
 
 def batch_tokens(batch: Any) -> int:
@@ -44,25 +57,233 @@ class Throughput(pl.Callback):
 
 
 class NanGuard(pl.Callback):
-    """Stops training at the first non-finite loss, before a bad state can be checkpointed.
+    """Stops training at the first non-finite loss, before its update and before any checkpoint can hold it.
 
-    The message names the step and the last good checkpoint (left as it was). On GPU the check costs a
-    host sync per step; `check_every_n_steps` trades that against how late a NaN is caught.
+    The check runs before the backward pass, so the weights (and every checkpoint) stay as they were after
+    the last good step. The message names the step and the last checkpoint written. Under DDP all ranks
+    agree (one all-reduce of a flag). On GPU the check costs a host sync per step; `check_every_n_steps`
+    trades that against how late a NaN is caught (steps in between are not checked, nor their checkpoints).
     """
 
     def __init__(self, check_every_n_steps: int = 1) -> None:
         self.every = max(1, int(check_every_n_steps))
+        self._resumed_from: tuple[str, int] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resumed_from = (str(trainer.ckpt_path), trainer.global_step) if trainer.ckpt_path else None
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if trainer.global_step % self.every:
+            return
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            from nlpseq.errors import NlpseqError
+
+            raise NlpseqError(f"training loss is {float(loss.detach())} at step {trainer.global_step} (epoch "
+                              f"{trainer.current_epoch}); stopped before that update. Last good checkpoint: "
+                              f"{self.last_good(trainer)}. Try a lower model.optim.lr or trainer.gradient_clip_val")
+
+    def last_good(self, trainer: pl.Trainer) -> str:
+        """The checkpoint this run wrote last (or resumed from), with its step."""
+        io = getattr(trainer.strategy, "checkpoint_io", None)
+        saved = getattr(io, "last_saved", None) or self._resumed_from
+        if saved:
+            return f"{saved[0]} (step {saved[1]})"
+        ckpt = trainer.checkpoint_callback
+        last = (getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")) if ckpt else ""
+        return last or "none saved yet"
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes `<dirpath>/last.ckpt` every `every_n_steps` optimizer steps, so a killed run loses at most that much.
+
+    At epoch ends ModelCheckpoint(save_last=true) writes last.ckpt after validation; the step that ends an
+    epoch is left to it (Lightning would resume from a checkpoint taken there without that epoch's
+    validation). 0 turns step checkpoints off.
+    """
+
+    def __init__(self, dirpath: str, every_n_steps: int = 200) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every = check_int("callbacks.last_checkpoint.every_n_steps", every_n_steps, minimum=0)
+        self.last_model_path = ""
+        self._saved_step = -1
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if batch_idx % self.every:
+        step = trainer.global_step
+        if not self.every or step == 0 or step % self.every or step == self._saved_step:
+            return  # (with gradient accumulation a step spans several batches: save once)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            from nlpseq.errors import NlpseqError
+        trainer.save_checkpoint(self.path)
+        self.last_model_path, self._saved_step = str(self.path), step
 
-            ckpt = trainer.checkpoint_callback
-            last = (getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")) if ckpt else ""
-            raise NlpseqError(f"training loss is {float(loss)} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
-                              f"stopped. Last good checkpoint: {last or 'none saved yet'}. Try a lower model.optim.lr "
-                              f"or trainer.gradient_clip_val")
+
+# ---------------------------------------------------------------- random-generator state
+
+def _rng_state(device: torch.device | None) -> dict:
+    """This process's generator states as tensors and plain values (checkpoints load with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": [version, list(internal), py_gauss]}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device | None) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+class ExactResume(pl.Callback):
+    """What an exact resume needs on top of Lightning's own state (weights, optimizer, schedulers, loops, callbacks).
+
+    - Random generators: torch (CPU and this process's CUDA device), numpy and python `random` go into every
+      checkpoint and come back just before the first training batch after loading (not at load time:
+      building the model and loaders in between draws random numbers). Under DDP each rank's states are
+      gathered into the checkpoint and each rank gets its own back (with another number of processes,
+      rank 0's go to every rank: not exact). Not covered: cuDNN's internal dropout state of multi-layer
+      GPU RNNs with inter-layer dropout.
+    - ReduceLROnPlateau: Lightning skips its epoch-end step when resuming (the checkpointed metrics are not
+      restored): after an epoch-end checkpoint that step is lost, after a mid-epoch one the resumed epoch's
+      step is skipped. Both are done here, from the resumed run's validation or the checkpointed metric.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._pending: list[dict] | None = None
+        self._metrics: dict[str, float] = {}
+        self._resumed = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def _device(self) -> torch.device | None:
+        return self._trainer.strategy.root_device if self._trainer is not None else None
+
+    def state_dict(self) -> dict:
+        mine = _rng_state(self._device())
+        trainer = self._trainer
+        ranks: list[Any] = [mine]
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            ranks = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, mine)  # every rank dumps the checkpoint; rank 0 writes it
+        metrics = {}
+        if trainer is not None:  # what plateau schedulers follow
+            monitors = {c.monitor for c in trainer.lr_scheduler_configs if c.reduce_on_plateau}
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in monitors}
+        return {"ranks": ranks, "metrics": metrics}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict.get("ranks") or None
+        self._metrics = dict(state_dict.get("metrics") or {})
+        self._resumed = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._resumed and not trainer.fit_loop.restarting:
+            self._resumed = False
+            if getattr(trainer.fit_loop, "resumed_on_epoch_end", False):
+                _step_plateau(trainer, self._metrics, trainer.current_epoch)  # the step after the checkpoint
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        ranks, self._pending = self._pending, None
+        if len(ranks) != trainer.world_size:
+            log.warning("the checkpoint holds random states of %d process(es), this run has %d: the resumed run's "
+                        "random draws will differ from an uninterrupted one", len(ranks), trainer.world_size)
+        rank = trainer.global_rank
+        _set_rng_state(ranks[rank] if rank < len(ranks) else ranks[0], self._device())
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if not (self._resumed and loop.restarting):
+            return
+        self._resumed = False
+        monitors = [c.monitor for c in trainer.lr_scheduler_configs if c.reduce_on_plateau]
+        if all(m in trainer.callback_metrics for m in monitors):
+            loop._restarting = False  # validation ran in this process: let Lightning take its usual step
+        else:
+            _step_plateau(trainer, self._metrics, trainer.current_epoch + 1)
+
+
+def _step_plateau(trainer: pl.Trainer, metrics: dict[str, float], epoch_index: int) -> None:
+    """The epoch-end ReduceLROnPlateau steps as Lightning takes them (`_update_learning_rates`)."""
+    for config in trainer.lr_scheduler_configs:
+        if (config.reduce_on_plateau and config.interval == "epoch" and epoch_index % config.frequency == 0
+                and config.monitor in metrics):
+            config.scheduler.step(metrics[config.monitor])
+
+
+# ---------------------------------------------------------------- atomic checkpoint files
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not possible on every platform (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, flushes it to disk, then renames it over the old one.
+
+    A crash or kill at any moment leaves either the old checkpoint or the new one, whole. (Lightning's own
+    save stages the file in the system temp folder and moves it: across file systems the move is a copy,
+    which a crash can leave truncated, and a killed process leaves its temp file behind. Leftover
+    `.<name>.*.tmp` files here are removed when the run resumes.) Remote paths use Lightning's save.
+    `last_saved` is the (path, global step) of the last checkpoint written, for messages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_saved: tuple[str, int] | None = None
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(str(path)):
+            super().save_checkpoint(checkpoint, path, storage_options)
+        else:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would create it (mkstemp makes it private)
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        self.last_saved = (str(path), int(checkpoint.get("global_step", -1)))
+
+
+def remove_stale_temp_files(ckpt_dir: Path) -> None:
+    """Temporary files of checkpoint writes that a killed process never finished."""
+    for tmp in Path(ckpt_dir).glob(".*.ckpt.*.tmp"):
+        tmp.unlink(missing_ok=True)

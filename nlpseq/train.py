@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict, read_write
 
-from nlpseq.errors import ConfigError, NlpseqError
+from nlpseq.callbacks import AtomicCheckpointIO, remove_stale_temp_files
+from nlpseq.errors import ConfigError, NlpseqError, check_bool
 from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger("nlpseq")
@@ -53,7 +56,8 @@ def _prepare_ddp_relaunch() -> None:
 def _check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
     """Never write a new run over an old one: a used run directory is only for resuming."""
     ckpts = run_dir / "checkpoints"
-    if cfg.get("ckpt_path") is None and ckpts.is_dir() and any(ckpts.iterdir()):
+    # (hidden files are temporary files of checkpoint writes that never finished)
+    if cfg.get("ckpt_path") is None and ckpts.is_dir() and any(not p.name.startswith(".") for p in ckpts.iterdir()):
         raise ConfigError("hydra.run.dir", f"{run_dir} already holds a training run; choose a new directory "
                                            f"or resume it with ckpt_path=last")
 
@@ -90,13 +94,50 @@ def _check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key}", f"expected {kind}, got {value!r}")
 
 
+def _lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on `<run>/.lock` while this process trains, so that a second training or resume
+    in the same directory fails at once instead of writing into it. The OS drops it when the process ends,
+    even when killed. Returns the open lock file (None where file locks are not available)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: run directories still differ by time and process id
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        owner = lock.read().strip() or "unknown"
+        lock.close()
+        raise ConfigError("hydra.run.dir", f"{run_dir} is in use by another nlpseq process ({owner}); "
+                                           f"choose another directory") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    return lock
+
+
 def train(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     child = is_worker_process()
+    lock = None if child else _lock_run_dir(run_dir)
+    try:
+        return _train(cfg, run_dir, child)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train(cfg: DictConfig, run_dir: Path, child: bool) -> float | None:
     if not child:
         _check_run_dir(run_dir, cfg)
     ckpt_path = _resolve_ckpt_path(cfg, run_dir)
     _check_trainer(cfg)
+    deterministic = check_bool("deterministic", cfg.get("deterministic", False))
+    if ckpt_path is not None and not child:
+        remove_stale_temp_files(run_dir / "checkpoints")
     _prepare_ddp_relaunch()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -107,11 +148,21 @@ def train(cfg: DictConfig) -> float | None:
                  if node is not None and "_target_" in node]
     loggers = [_instantiate(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()
                if node is not None and "_target_" in node]
-    trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    # deterministic=true: deterministic kernels (or an error naming the op that has none), no cuDNN autotuning
+    switches = {"deterministic": True, "benchmark": False} if deterministic else {}
+    trainer: pl.Trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
+                                       plugins=[AtomicCheckpointIO()], **switches)
 
     if not child:
         log.info("run directory: %s", run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RuntimeError as e:
+        if deterministic and "deterministic implementation" in str(e):
+            op = str(e).strip().splitlines()[0].split(" does not have")[0]
+            raise ConfigError("deterministic", f"{op} has no deterministic kernel on this device; "
+                                               f"train without deterministic=true") from None
+        raise
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     best_score = checkpoint.best_model_score if checkpoint is not None else None

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nlpseq.data.sampler import BucketBatchSampler
@@ -77,6 +78,38 @@ def _first(batch):
     return batch[0] if isinstance(batch, list) else batch
 
 
+class ResumableLoader(DataLoader):
+    """The training loader, resumable mid-epoch: Lightning keeps its `state_dict` in every checkpoint.
+
+    The state is how many batches of the current epoch were trained, read from the trainer's progress by
+    `position` (Lightning fetches a batch ahead, so the sampler's own count would be one too many). After
+    `load_state_dict`, the next pass starts after those batches: through the batch sampler's `start_batch`
+    when it has one, else by drawing and dropping them. Iteration starts at the first batch, not at
+    `iter()`: Lightning creates the iterator before it sets the sampler's epoch.
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], dict] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self._skip = 0
+
+    def state_dict(self) -> dict:
+        return self.position() if self.position is not None else {"epoch": 0, "batches": 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._skip = int(state.get("batches", 0))
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        if skip and hasattr(self.batch_sampler, "start_batch"):
+            self.batch_sampler.start_batch, skip = skip, 0
+        it = super().__iter__()
+        for _ in range(skip):
+            if next(it, None) is None:
+                return
+        yield from it
+
+
 class TextDataModule(pl.LightningDataModule):
     """Loaders with length-bucketed batches over encoded splits; subclasses fill `self.splits`."""
 
@@ -139,6 +172,26 @@ class TextDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def train_position(self) -> dict:
+        """Where training stands, for a checkpoint: the epoch a resumed run starts in and its batches already trained."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {"epoch": 0, "batches": 0}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # the epoch's training is over: a resume starts the next one
+            return {"epoch": trainer.current_epoch + 1, "batches": 0}
+        return {"epoch": trainer.current_epoch, "batches": done}
+
+    def make_loader(self, dataset: Dataset, train: bool, **kwargs: Any) -> DataLoader:
+        """A loader with its own seed generator (making an iterator then leaves the global RNG alone, so
+        a resumed run's random stream matches); the training loader is resumable mid-epoch."""
+        kwargs.setdefault("generator", torch.Generator().manual_seed(self.seed))
+        kwargs.setdefault("num_workers", self.num_workers)
+        kwargs.setdefault("persistent_workers", self.num_workers > 0 and train)
+        if train:
+            return ResumableLoader(dataset, position=self.train_position, **kwargs)
+        return DataLoader(dataset, **kwargs)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.splits[split]
         replicas, rank = self._world()
@@ -147,8 +200,7 @@ class TextDataModule(pl.LightningDataModule):
                                      pool_batches=self.bucket_pool, num_replicas=replicas, rank=rank)
         if train:
             self._train_sampler = sampler
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=_first, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0 and train)
+        return self.make_loader(ds, train, batch_sampler=sampler, collate_fn=_first)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

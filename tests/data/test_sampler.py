@@ -34,3 +34,70 @@ def test_bucketing_keeps_padding_low_and_respects_max_tokens():
     t = BucketBatchSampler(lengths, batch_size=1000, max_tokens=500, seed=0)
     for b in t:
         assert len(b) * lengths[b].max() <= 500 or len(b) == 1
+
+
+def test_start_batch_skips_batches_once():
+    lengths = np.random.default_rng(3).integers(1, 50, size=100)
+    s = BucketBatchSampler(lengths, batch_size=8, seed=1)
+    full = [tuple(b) for b in s]
+    s.start_batch = 5
+    assert [tuple(b) for b in s] == full[5:]
+    assert [tuple(b) for b in s] == full  # consumed: the next epoch is whole
+
+
+def _resumable(sampler_kind: str, trained_batches: int):
+    """A ResumableLoader whose checkpoint says `trained_batches` batches of this epoch are done."""
+    import torch
+    from torch.utils.data import SequentialSampler
+
+    from nlpseq.data.base import ResumableLoader, _first
+
+    data = list(range(40))
+    position = lambda: {"epoch": 0, "batches": trained_batches}  # noqa: E731
+    if sampler_kind == "bucket":
+        sampler = BucketBatchSampler(np.ones(40, dtype=np.int64), batch_size=4, seed=0)
+        loader = ResumableLoader(data, batch_sampler=sampler, collate_fn=lambda b: torch.tensor(b), position=position)
+    else:  # a plain sampler without start_batch (as the language model's windows): draw and drop
+        loader = ResumableLoader(data, batch_size=None, sampler=SequentialSampler(data), collate_fn=_first,
+                                 position=position)
+    return loader
+
+
+def test_resumable_loader_continues_after_the_trained_batches():
+    import torch
+
+    for kind in ("bucket", "plain"):
+        fresh = [b.tolist() if isinstance(b, torch.Tensor) else b for b in _resumable(kind, 0)]
+        loader = _resumable(kind, 3)
+        state = loader.state_dict()
+        assert state == {"epoch": 0, "batches": 3}
+        resumed = _resumable(kind, 0)
+        resumed.load_state_dict(state)
+        got = [b.tolist() if isinstance(b, torch.Tensor) else b for b in resumed]
+        assert got == fresh[3:], kind
+        assert [b.tolist() if isinstance(b, torch.Tensor) else b for b in resumed] == fresh  # next epoch: all
+
+
+def test_loaders_leave_the_global_random_stream_alone():
+    """Starting a pass over our loaders must not draw from torch's global generator: a resumed run restores
+    that generator before its first batch, after the loader was built."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from nlpseq.data.base import ResumableLoader, TextDataModule
+
+    dm = TextDataModule(seed=0)
+    data = list(range(40))
+
+    def draws_after(loader) -> torch.Tensor:
+        torch.manual_seed(0)
+        next(iter(loader))
+        return torch.rand(3)
+
+    torch.manual_seed(0)
+    untouched = torch.rand(3)
+    assert not torch.equal(draws_after(DataLoader(data, batch_size=4)), untouched)  # torch's default does draw
+    for train in (True, False):
+        loader = dm.make_loader(data, train, batch_size=4)
+        assert isinstance(loader, ResumableLoader) == train
+        assert torch.equal(draws_after(loader), untouched)
