@@ -15,8 +15,10 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+from pytorch_lightning.callbacks import EMAWeightAveraging
+from pytorch_lightning.trainer.states import TrainerFn
 
-from nlpseq.errors import check_int
+from nlpseq.errors import check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -287,3 +289,25 @@ def remove_stale_temp_files(ckpt_dir: Path) -> None:
     """Temporary files of checkpoint writes that a killed process never finished."""
     for tmp in Path(ckpt_dir).glob(".*.ckpt.*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+class EMA(EMAWeightAveraging):
+    """Exponential moving average of the weights (Polyak averaging), Lightning's `EMAWeightAveraging`.
+
+    Validation (hence checkpoint selection and early stopping), the saved `state_dict` (hence `nlpseq.load`)
+    and the test pass use the averaged weights; training goes on with the raw ones, which the checkpoint
+    also keeps (`current_model_state`) so a resumed run continues exactly. `decay` 0.999 averages over
+    roughly the last 1,000 steps.
+    """
+
+    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, update_starting_at_step: int | None = None):
+        check_float("callbacks.ema.decay", decay, 0.0, 1.0)
+        check_int("callbacks.ema.update_every_n_steps", update_every_n_steps, minimum=1)
+        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps,
+                         update_starting_at_step=update_starting_at_step)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Lightning's version restores the raw weights whenever it finds them; when testing or validating a
+        # checkpoint the averaged `state_dict` (already loaded) is the model to evaluate.
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

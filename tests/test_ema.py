@@ -1,0 +1,32 @@
+"""Weight averaging (`callbacks.ema`): checkpoints hold the averaged weights, which `nlpseq.load` and the
+test pass use, and the raw weights for resuming."""
+from __future__ import annotations
+
+import csv
+
+import torch
+from conftest import QUIET, ROOT
+
+import nlpseq
+
+
+def test_ema_checkpoint_holds_the_average_and_test_uses_it(tmp_path, cli):
+    run = tmp_path / "run"
+    proc = cli(["task=sentiment", f"hydra.run.dir={run}", "trainer.max_epochs=2",
+                "callbacks.ema={_target_:nlpseq.callbacks.EMA,decay:0.9}", *QUIET], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert avg.keys() == raw.keys() and any(not torch.equal(avg[k], raw[k]) for k in avg)
+    # the logged test accuracy is that of the averaged weights, as nlpseq.load serves them
+    rows = [line.split("\t") for line in (ROOT / "tasks/sentiment/sample/test.tsv").read_text().splitlines()[1:]]
+    preds = nlpseq.load(run / "checkpoints" / "best.ckpt").predict([t for t, _ in rows])
+    acc = sum(p.label == gold for p, (_, gold) in zip(preds, rows)) / len(rows)
+    logged = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("test/acc")]
+    assert abs(acc - float(logged[-1]["test/acc"])) < 1e-6
+
+
+def test_ema_rejects_a_bad_decay(tmp_path, cli):
+    proc = cli(["task=sentiment", f"hydra.run.dir={tmp_path / 'run'}",
+                "callbacks.ema={_target_:nlpseq.callbacks.EMA,decay:1.5}", *QUIET], cwd=tmp_path)
+    assert proc.returncode == 2 and "callbacks.ema.decay" in proc.stderr and "Traceback" not in proc.stderr
