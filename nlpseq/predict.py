@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(predictor, source: str, target: str, options: dict) -> int:
     from nlpseq.data.files import read_lines
 
-    lines = (line for _, line in read_lines(source, allow_empty=True)) if source != "-" else sys.stdin
+    lines = (line for _, line in (read_lines(source, allow_empty=True) if source != "-" else _stdin_lines()))
     if "source" in inspect.signature(predictor.predict_file).parameters:  # lets errors name the input file
         options = {**options, "source": source if source != "-" else "<stdin>"}
     if target == "-":
@@ -91,6 +91,24 @@ def _run(predictor, source: str, target: str, options: dict) -> int:
             n = predictor.predict_file(lines, out, **options)
     print(f"wrote {n} predictions to {'stdout' if target == '-' else target}", file=sys.stderr)
     return 0
+
+
+def _stdin_lines():
+    """(line number, line) of standard input, checked like a file (UTF-8, no NUL; a leading BOM dropped)."""
+    from nlpseq.errors import DataError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    for lineno, raw in enumerate(stream if stream is not None else sys.stdin, 1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"bytes that are not UTF-8 at column {e.start + 1}", "<stdin>", lineno) from None
+        if "\x00" in raw:
+            raise DataError("NUL byte in line (is this a binary file?)", "<stdin>", lineno)
+        if lineno == 1 and raw.startswith("\ufeff"):
+            raw = raw[1:]
+        yield lineno, raw.rstrip("\r\n")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import datasets
 
 from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
-from nlpseq.errors import ConfigError, DataError, check_choice
+from nlpseq.errors import DataError, check_choice
 from nlpseq.metrics.schemes import SCHEMES, convert, split_tag, tag_error
 
 SEPARATORS = ("auto", "space", "tab")
@@ -76,8 +76,9 @@ def iter_column_sentences(lines, path, token_column: int = 0, tag_column: int | 
             tok_i = _column_index(token_column, ncols, "data.token_column", path, lineno)
             if tag_column is not None:
                 tag_i = _column_index(tag_column, ncols, "data.tag_column", path, lineno)
-                if tag_i == tok_i:
-                    raise ConfigError("data.tag_column", f"is the token column ({token_column})")
+                if tag_i == tok_i:  # e.g. a file of one column with the default token 0 / tag -1
+                    raise DataError(f"the line has {ncols} column(s): option data.tag_column={tag_column} "
+                                    f"is the token column (data.token_column={token_column})", path, lineno)
         elif len(cells) != ncols:
             raise DataError(f"expected {ncols} columns (like line {first}), found {len(cells)}", path, lineno)
         token = cells[tok_i]

@@ -372,9 +372,8 @@ class LanguageModelDataModule(TextDataModule):
                               f"{split} split ({len(self.streams[split])} tokens); use fewer rows")
         sampler = WindowSampler(data.shape[1], self.seq_len, random_offset=train and self.random_offset,
                                 seed=self.seed)
-        return DataLoader(StreamWindows(data, self.seq_len), batch_size=None, sampler=sampler,
-                          collate_fn=_single, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0 and train)
+        return self.make_loader(StreamWindows(data, self.seq_len), train, batch_size=None, sampler=sampler,
+                                collate_fn=_single)
 
     def train_dataloader(self) -> DataLoader:
         return self._stream_loader("train", True) if self.mode == "stream" else super().train_dataloader()

@@ -14,6 +14,8 @@ from nlpseq.data.files import format_from_name, read_json_lines, read_lines, res
 from nlpseq.errors import ConfigError, DataError
 
 FORMATS = ("auto", "tsv", "csv", "jsonl")
+# a CSV field may be as long as a line (the csv module's default caps fields at 131072 characters)
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def detect_format(path, fmt: str = "auto") -> str:
@@ -68,7 +70,8 @@ def _split(line: str, delimiter: str, fmt: str, path, lineno: int) -> list[str]:
     try:
         return next(csv.reader([line], delimiter=delimiter, strict=True))
     except (csv.Error, StopIteration) as e:
-        raise DataError(f"malformed CSV line ({e})", path, lineno) from None
+        why = "a carriage return (\\r) in an unquoted field" if "new-line character" in str(e) else e
+        raise DataError(f"malformed CSV line ({why})", path, lineno) from None
 
 
 def _iter_jsonl(path, columns):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
@@ -54,8 +55,38 @@ TOKEN_PATTERN = re.compile(r"""
 
 
 def tokenize_text(text: str) -> list[tuple[str, tuple[int, int]]]:
-    """Split raw text into CoNLL-like tokens with character offsets (`text[start:end] == token`)."""
-    return [(m.group(), m.span()) for m in TOKEN_PATTERN.finditer(text)]
+    """Split raw text into CoNLL-like tokens with character offsets (`text[start:end] == token`).
+
+    Characters that only modify their neighbour stay in one token with it (the regex's \\w does not
+    cover them): combining marks (Hindi vowel signs, a decomposed é), zero-width (non-)joiners, emoji
+    skin tones and tag characters, and the two halves of a flag."""
+    out: list[tuple[str, tuple[int, int]]] = []
+    for m in TOKEN_PATTERN.finditer(text):
+        tok, (start, end) = m.group(), m.span()
+        if out and out[-1][1][1] == start and _joins(out[-1][0], tok):
+            prev, (pstart, _) = out.pop()
+            tok, start = prev + tok, pstart
+        out.append((tok, (start, end)))
+    return out
+
+
+def _is_modifier(c: str) -> bool:
+    o = ord(c)
+    return (unicodedata.category(c)[0] == "M" or c in "\u200c\u200d" or 0x1F3FB <= o <= 0x1F3FF
+            or 0xE0020 <= o <= 0xE007F)
+
+
+def _joins(prev: str, tok: str) -> bool:
+    """Whether `tok`, right after `prev`, continues it (see tokenize_text)."""
+    if _is_modifier(tok[0]) or prev[-1] == "\u200d":
+        return True
+    if _is_modifier(prev[-1]):  # a letter after a mark: the rest of the word (हि|न्दी)
+        return tok[0].isalnum() or tok[0] == "\u200d"
+    return len(prev) == 1 and _is_flag_half(prev) and _is_flag_half(tok[0])
+
+
+def _is_flag_half(c: str) -> bool:
+    return 0x1F1E6 <= ord(c) <= 0x1F1FF  # regional indicator symbols: two make a flag
 
 
 def tokens_with_offsets(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:

@@ -7,25 +7,37 @@
 
 Bad input has defined behaviour: an empty prompt starts from the start symbol alone; prompt characters
 never seen in training become <unk> (listed in `Generation.unknown`); temperature 0 is greedy,
-below 0 an error; top_p must lie in (0, 1]; a condition the model does not know is an error.
+below 0 an error; top_p must lie in (0, 1]; a condition the model does not know is an error; a prompt
+that is not valid Unicode (a lone surrogate) is an NlpseqError.
+
+Big input: the model reads at most the last MAX_PROMPT_TOKENS tokens of a prompt (`Generation.truncated`
+says it did not read all of it; the output still starts with the whole prompt), and prompts are
+batched in order, at most `batch_size` sequences and MAX_BATCH_TOKENS padded prompt tokens at a time,
+so memory stays bounded for a 100,000-character prompt or 10,000 prompts in one call.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
 import torch
 
-from nlpseq.errors import ConfigError, NlpseqError, check_choice, check_int
+from nlpseq.data.files import parse_json, surrogate_in
+from nlpseq.errors import ConfigError, DataError, NlpseqError, check_choice, check_int
 from nlpseq.models.language_model import check_decoding, continuation_text
 from nlpseq.predictors.base import Predictor, _chunks, to_plain
 from nlpseq.text.tokenizer import UNK_ID
 
+MAX_PROMPT_TOKENS = 4096      # the model reads the last this many tokens of a longer prompt
+MAX_BATCH_TOKENS = 64 * 1024  # padded prompt tokens per batch, on top of batch_size
+
 
 @dataclass
 class Generation:
-    """Continuations of one prompt: `texts[k]` follows the prompt (best first for beam search)."""
+    """Continuations of one prompt: `texts[k]` follows the prompt (best first for beam search, which
+    returns fewer than num_samples when fewer continuations exist, e.g. with max_new_tokens=0)."""
 
     prompt: str
     texts: list[str]
@@ -33,6 +45,7 @@ class Generation:
     ended: list[bool]             # stopped at the end symbol (False: cut at max_new_tokens)
     condition: str | None = None
     unknown: list[str] = field(default_factory=list)  # prompt tokens never seen in training (fed as <unk>)
+    truncated: bool = False       # the model read only the prompt's last MAX_PROMPT_TOKENS tokens
 
     @property
     def full_texts(self) -> list[str]:
@@ -67,10 +80,15 @@ class GenerationPredictor(Predictor):
             ids.append(known.index(c))
         return conds, torch.tensor(ids, dtype=torch.long)
 
-    def _encode(self, text: str) -> tuple[list[int], list[str]]:
+    def _encode(self, text: str, index: int) -> tuple[list[int], list[str], bool]:
+        """(ids the model reads: the last MAX_PROMPT_TOKENS, unknown prompt tokens, whether ids were cut)."""
+        bad = surrogate_in(text)
+        if bad is not None:
+            raise NlpseqError(f"predict: prompt {index} is not valid Unicode: lone surrogate {text[bad]!r} "
+                              f"at character {bad}")
         enc = self.model.tokenizer.hf.encode(text, add_special_tokens=False)
         unknown = [text[s:e] for i, (s, e) in zip(enc.ids, enc.offsets) if i == UNK_ID]
-        return list(enc.ids), unknown
+        return list(enc.ids[-MAX_PROMPT_TOKENS:]), unknown, len(enc.ids) > MAX_PROMPT_TOKENS
 
     # ---------------------------------------------------------------- the work
     @torch.inference_mode()
@@ -79,21 +97,36 @@ class GenerationPredictor(Predictor):
         model, tok = self.model, self.model.tokenizer
         per_batch = max(1, batch_size // (options["num_samples"] if options["beam_size"] == 1 else 1))
         results: list[Generation] = []
-        for start in range(0, len(prompts), per_batch):
-            chunk = prompts[start:start + per_batch]
-            encoded = [self._encode(p) for p in chunk]
-            c = cond_ids[start:start + per_batch].to(self.device) if cond_ids is not None else None
-            out = model.generate_ids([ids for ids, _ in encoded], c, generator=generator, **options)
+        start, pending = 0, None
+        while start < len(prompts):
+            # in order: up to per_batch prompts, fewer when their padded length passes MAX_BATCH_TOKENS
+            encoded, longest = [], 0
+            while start + len(encoded) < len(prompts) and len(encoded) < per_batch:
+                j = start + len(encoded)
+                item, pending = pending or self._encode(prompts[j], j), None
+                if encoded and (len(encoded) + 1) * max(longest, len(item[0])) > MAX_BATCH_TOKENS:
+                    pending = item  # starts the next batch
+                    break
+                encoded.append(item)
+                longest = max(longest, len(item[0]))
+            stop = start + len(encoded)
+            c = cond_ids[start:stop].to(self.device) if cond_ids is not None else None
+            out = model.generate_ids([ids for ids, _, _ in encoded], c, generator=generator, **options)
             scores, ended = out.scores.tolist(), out.ended.tolist()
-            for i, (prompt, (ids, unknown), hyps) in enumerate(zip(chunk, encoded, out.tokens)):
+            for i, (prompt, (ids, unknown, cut), hyps) in enumerate(zip(prompts[start:stop], encoded, out.tokens)):
                 texts = [continuation_text(tok, ids, h) for h in hyps]
                 k = len(texts)
                 results.append(Generation(prompt, texts, [round(s, 4) for s in scores[i][:k]], ended[i][:k],
-                                          conds[start + i], unknown))
+                                          conds[start + i], unknown, cut))
+            start = stop
         return results
 
     def _prepare(self, texts, condition, batch_size: int, options: dict):
         check_int("batch_size", batch_size, minimum=1)
+        for key in ("temperature", "top_p", "length_penalty"):  # NaN passes every range check
+            value = options[key]
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value}")
         check_decoding(options["max_new_tokens"], options["temperature"], options["top_k"], options["top_p"],
                        options["num_samples"], options["beam_size"], options["length_penalty"])
         prompts, single = self.check_texts(texts, what="prompt")
@@ -144,7 +177,7 @@ class GenerationPredictor(Predictor):
                      temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                      seed: int | None = None, num_samples: int = 1, beam_size: int = 1,
                      length_penalty: float = 1.0, condition=None, stop_at_eos: bool = True,
-                     format: str = "jsonl") -> int:
+                     format: str = "jsonl", source: str | None = None) -> int:
         """One prompt per line (an empty line: the start symbol alone; a JSON object line
         {"prompt": ..., "condition": ...} allows newlines in prompts and a condition per prompt).
 
@@ -157,7 +190,9 @@ class GenerationPredictor(Predictor):
                        stop_at_eos=stop_at_eos)
         _, _, _, _, generator = self._prepare([], None, batch_size, options)
         n = 0
-        for chunk in _chunks((_parse_line(line.rstrip("\r\n"), condition) for line in lines), 4096):
+        where = source or "<input>"
+        parsed = (_parse_line(line.rstrip("\r\n"), condition, where, i) for i, line in enumerate(lines, 1))
+        for chunk in _chunks(parsed, 4096):
             prompts = [p for p, _ in chunk]
             conds, cond_ids = self._conditions([c for _, c in chunk], len(chunk))
             for result in self._run(prompts, conds, cond_ids, batch_size, generator, dict(options)):
@@ -171,15 +206,16 @@ class GenerationPredictor(Predictor):
         return n
 
 
-def _parse_line(line: str, default_condition) -> tuple[str, object]:
+def _parse_line(line: str, default_condition, source: str = "<input>", lineno: int | None = None
+                ) -> tuple[str, object]:
     if line.startswith("{"):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+            obj = parse_json(line)
+        except ValueError:
             return line, default_condition  # a prompt that merely starts with '{'
         if isinstance(obj, dict) and "prompt" in obj:
             prompt = obj["prompt"]
             if not isinstance(prompt, str):
-                raise NlpseqError(f"input: \"prompt\" must be a string, got {type(prompt).__name__}")
+                raise DataError(f"\"prompt\" must be a string, got {type(prompt).__name__}", source, lineno)
             return prompt, obj.get("condition", default_condition)
     return line, default_condition

@@ -8,17 +8,25 @@ forward-backward, or the softmax probability); an entity's confidence is the *mi
 `predict_file` reads either plain text (one text per line -> one JSON object per line) or a column
 file (CoNLL style: the same lines come back with a predicted-tag column appended, so conlleval or
 seqeval can score it).
+
+Odd and big inputs: empty or whitespace-only text gives a prediction with no tokens; a string that is
+not valid Unicode (a lone surrogate) is an NlpseqError. A sentence longer than MAX_WORDS words (or
+the model's max_length) is tagged in pieces of at most that many words, cut after the last
+sentence-final token (. ! ? ...) inside the limit where there is one, so memory stays bounded on a
+100,000-character text; the pieces' tags are joined back into one prediction. Batches hold at most
+`batch_size` sentences and MAX_BATCH_WORDS words.
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 import torch
 
 from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split_columns
+from nlpseq.data.files import surrogate_in
 from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
 from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
 from nlpseq.metrics.schemes import SCHEMES, convert, from_spans
@@ -26,6 +34,10 @@ from nlpseq.predictors.base import Predictor, batches_by_length, to_plain
 
 FILE_FORMATS = ("auto", "text", "conll")
 _SPACE = re.compile(r"\s")
+MAX_WORDS = 1000          # longer sentences are tagged in pieces of at most this many words
+MAX_BATCH_WORDS = 16_384  # words (padded) per batch, on top of batch_size
+MAX_NBEST_CELLS = 10_000_000  # n x words x labels: the n-best search keeps that many back-pointers
+SENTENCE_END = frozenset(".!?…。！？؟۔।")
 
 
 @dataclass
@@ -84,13 +96,15 @@ class NerPredictor(Predictor):
         out = []
         for i, item in enumerate(items):
             if isinstance(item, str):
+                _check_unicode(item, f"text {i}")
                 pairs = tokenize_text(item)
                 out.append((item, [t for t, _ in pairs], [o for _, o in pairs]))
                 continue
             for j, tok in enumerate(item):
                 if not isinstance(tok, str) or not tok or _SPACE.search(tok):
                     raise NlpseqError(f"predict: sentence {i}, token {j}: expected a non-empty string without "
-                                      f"spaces, got {tok!r}")
+                                      f"spaces, got {tok!r}"[:300])
+                _check_unicode(tok, f"sentence {i}, token {j}")
             text, offsets = tokens_with_offsets(item)
             out.append((text, list(item), offsets))
         return out, single
@@ -101,27 +115,26 @@ class NerPredictor(Predictor):
 
     @torch.inference_mode()
     def _tag(self, sentences: Sequence[Sequence[str]], batch_size: int) -> list[tuple[list[int], list[float]]]:
-        """Tag ids (training scheme) and confidences per sentence; empty sentences give empty lists."""
+        """Tag ids (training scheme) and confidences per sentence; empty sentences give empty lists.
+        Long sentences are tagged in pieces (see the module doc) and joined back."""
         model = self.model
+        limit = min(MAX_WORDS, model.text.max_length or MAX_WORDS)
+        pieces = [(i, a, b) for i, s in enumerate(sentences) if len(s) for a, b in _pieces(s, limit)]
+        tagged: list[tuple[list[int], list[float]]] = [([], []) for _ in pieces]
+        if pieces:
+            enc = model.featurizer.encode([sentences[i][a:b] for i, a, b in pieces])
+            device = self.device
+            for rows in _batches(enc.lengths.tolist(), batch_size):
+                batch = model.featurizer.collate(enc, rows)
+                batch = {k: (v if k == "lengths" else v.to(device)) for k, v in batch.items()}
+                emissions, mask = model(batch)
+                paths, conf = model.decode(emissions, mask, confidence=True)
+                for r, n, p, c in zip(rows, batch["lengths"].tolist(), paths.tolist(), conf.float().tolist()):
+                    tagged[r] = (p[:n], c[:n])
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in sentences]
-        keep = [i for i, s in enumerate(sentences) if len(s)]
-        if not keep:
-            return results
-        max_length = model.text.max_length
-        if max_length is not None:
-            for i in keep:
-                if len(sentences[i]) > max_length:
-                    raise NlpseqError(f"predict: sentence {i} has {len(sentences[i])} tokens, more than the "
-                                      f"model's max_length {max_length}")
-        enc = model.featurizer.encode([sentences[i] for i in keep])
-        device = self.device
-        for rows in batches_by_length(enc.lengths.tolist(), batch_size):
-            batch = model.featurizer.collate(enc, rows)
-            batch = {k: (v if k == "lengths" else v.to(device)) for k, v in batch.items()}
-            emissions, mask = model(batch)
-            paths, conf = model.decode(emissions, mask, confidence=True)
-            for r, n, p, c in zip(rows, batch["lengths"].tolist(), paths.tolist(), conf.float().tolist()):
-                results[keep[r]] = (p[:n], c[:n])
+        for (i, _, _), (ids, conf) in zip(pieces, tagged):
+            results[i][0].extend(ids)
+            results[i][1].extend(conf)
         return results
 
     def predict(self, texts, batch_size: int = 64, pretokenized: bool | None = None, scheme: str | None = None):
@@ -149,18 +162,27 @@ class NerPredictor(Predictor):
         """The n most probable taggings of one sentence (raw text or tokens): [(tags, probability)], best first."""
         check_int("n", n, minimum=1)
         scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
-        (_, toks, _), = self._inputs(tokens if isinstance(tokens, str) else list(tokens),
-                                     None if isinstance(tokens, str) else True)[0]
+        if not isinstance(tokens, str):
+            try:
+                tokens = [list(tokens)]  # one sentence as its tokens
+            except TypeError:
+                raise NlpseqError(f"nbest: expected a string or a list of tokens, got {type(tokens).__name__}") from None
+        (_, toks, _), = self._inputs(tokens, None)[0]
         if not toks:
             return [([], 1.0)]
         model = self.model
+        k = len(model.labels)
+        n = min(n, k ** min(len(toks), 20))  # no more taggings than there are (the rest would be -inf)
+        if n * len(toks) * k > MAX_NBEST_CELLS:
+            raise NlpseqError(f"nbest: the {n} best taggings of {len(toks)} tokens need more memory than allowed "
+                              f"({MAX_NBEST_CELLS} back-pointers); ask for fewer or pass a shorter sentence")
         enc = model.featurizer.encode([toks])
         batch = {k: (v if k == "lengths" else v.to(self.device)) for k, v in model.featurizer.collate(enc, [0]).items()}
         emissions, mask = model(batch)
         paths, probs = model.nbest(emissions, mask, n)
         out = []
-        for path, p in zip(paths[0].tolist(), probs[0].tolist()):
-            if p <= 0:
+        for rank, (path, p) in enumerate(zip(paths[0].tolist(), probs[0].tolist())):
+            if p <= 0 and rank:  # impossible under the CRF's constraints (the best may underflow to 0)
                 continue
             tags = [model.labels[i] for i in path[: len(toks)]]
             out.append((convert(tags, model.scheme, scheme) if scheme != model.scheme else tags, p))
@@ -220,6 +242,36 @@ class NerPredictor(Predictor):
             out.write(f"{line.rstrip()}{sep if separator != 'auto' else _separator_of(line)}{tag}\n")
         out.flush()
         return len(sentences)
+
+
+def _check_unicode(text: str, what: str) -> None:
+    bad = surrogate_in(text)
+    if bad is not None:
+        raise NlpseqError(f"predict: {what} is not valid Unicode: lone surrogate {text[bad]!r} at character {bad}")
+
+
+def _pieces(tokens: Sequence[str], limit: int) -> list[tuple[int, int]]:
+    """[start, end) pieces of at most `limit` tokens, each cut after the last sentence-final token inside
+    the limit where there is one (otherwise at the limit)."""
+    out, start, n = [], 0, len(tokens)
+    while n - start > limit:
+        cut = start + limit
+        for i in range(start + limit - 1, start, -1):
+            if tokens[i] in SENTENCE_END:
+                cut = i + 1
+                break
+        out.append((start, cut))
+        start = cut
+    out.append((start, n))
+    return out
+
+
+def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Length-sorted batches of at most batch_size sentences and MAX_BATCH_WORDS padded words."""
+    for rows in batches_by_length(lengths, batch_size):
+        per = max(1, MAX_BATCH_WORDS // max(lengths[rows[0]], 1))  # rows[0] is the longest
+        for s in range(0, len(rows), per):
+            yield rows[s:s + per]
 
 
 def _separator_of(line: str) -> str:

@@ -1,4 +1,11 @@
-"""Sentiment inference: text -> label and class probabilities."""
+"""Sentiment inference: text -> label and class probabilities.
+
+Odd input: an empty or whitespace-only text is read as one <unk> token and gets an ordinary prediction
+(whatever the model says about an unknown word); a text that is not valid Unicode (a lone surrogate)
+is an NlpseqError. Big input: texts are batched by length, at most `batch_size` texts and
+MAX_BATCH_TOKENS padded tokens per batch, so a 100,000-character text or 10,000 texts in one call
+run in bounded memory.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +14,11 @@ import torch
 
 from nlpseq.data.classification import encode_texts
 from nlpseq.data.collate import pad_ids
-from nlpseq.errors import check_int
+from nlpseq.data.files import surrogate_in
+from nlpseq.errors import NlpseqError, check_int
 from nlpseq.predictors.base import Predictor, batches_by_length
+
+MAX_BATCH_TOKENS = 64 * 1024  # padded tokens per batch, on top of batch_size
 
 
 @dataclass
@@ -26,13 +36,21 @@ class SentimentPredictor(Predictor):
         """One `SentimentPrediction` per text (a single one for a single string). Empty text is allowed."""
         check_int("batch_size", batch_size, minimum=1)
         texts, single = self.check_texts(texts)
+        for i, t in enumerate(texts):
+            bad = surrogate_in(t)
+            if bad is not None:
+                raise NlpseqError(f"predict: text {i} is not valid Unicode: lone surrogate {t[bad]!r} at character {bad}")
         model = self.model
         ids = encode_texts(model.tokenizer, texts)
         probs = torch.empty(len(texts), len(model.labels))
-        for batch in batches_by_length(ids.lengths.tolist(), batch_size):
-            tokens, lengths = pad_ids([ids[i] for i in batch])
-            logits = model(tokens.to(self.device), lengths)
-            probs[batch] = torch.softmax(logits.float(), -1).cpu()
+        lengths_all = ids.lengths.tolist()
+        for rows in batches_by_length(lengths_all, batch_size):
+            per = max(1, MAX_BATCH_TOKENS // max(lengths_all[rows[0]], 1))  # rows[0] is the longest
+            for s in range(0, len(rows), per):
+                batch = rows[s:s + per]
+                tokens, lengths = pad_ids([ids[i] for i in batch])
+                logits = model(tokens.to(self.device), lengths)
+                probs[batch] = torch.softmax(logits.float(), -1).cpu()
         best = probs.argmax(-1).tolist()
         rows = probs.tolist()
         results = [SentimentPrediction(text, model.labels[b], {lab: round(p, 6) for lab, p in zip(model.labels, row)})

@@ -8,14 +8,25 @@
 translates a file (or stdin) line by line, in length-sorted batches; `plot_attention=attn.png` also
 writes an attention heatmap per input line (see nlpseq.plots).
 
-Bad input: an empty (or blank) line translates to an empty string without running the model; a line
-longer than twice the longest training source is truncated, with a warning; characters never seen in
-training become <unk> (and are left out of the output).
+Bad input: an empty (or blank) line translates to an empty string without running the model;
+characters never seen in training become <unk> (and are left out of the output); a string that is not
+valid Unicode (a lone surrogate) is an NlpseqError.
+
+Long input: a source longer than twice the longest training source (in tokens; 256 for checkpoints
+that do not record it) is split into sentences (after . ! ? … and the like, followed by white space; after
+。！？ directly), a sentence still too long into consecutive windows of that many tokens, and each
+piece is translated on its own: `translation` joins the pieces' translations with spaces, `score` is
+the mean of their scores, `pieces` says how many there were. So a 100,000-character text costs
+memory and decoding steps in proportion to its length, never a 20k x 20k attention. With
+attention=True (one matrix per input) such a source is truncated instead, with a warning, and
+`truncated` is set.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
@@ -23,12 +34,15 @@ from typing import Iterable, TextIO
 import torch
 
 from nlpseq.data.collate import pad_ids
-from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
+from nlpseq.data.files import surrogate_in
+from nlpseq.errors import ConfigError, NlpseqError, check_bool, check_choice, check_float, check_int
 from nlpseq.predictors.base import Predictor, _chunks, batches_by_length
 from nlpseq.text.tokenizer import EOS_ID
 
 log = logging.getLogger("nlpseq")
-TRUNCATE_FACTOR = 2  # sources longer than this times the longest training source are cut
+TRUNCATE_FACTOR = 2  # sources longer than this times the longest training source are split (or cut)
+DEFAULT_LIMIT = 256  # the same limit in tokens for checkpoints without the longest training source
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?…؟۔।])\s+|(?<=[。！？])\s*")
 OUTPUT_FORMATS = ("json", "text")
 
 
@@ -53,6 +67,7 @@ class Translation:
     source_tokens: list[str] | None = None
     output_tokens: list[str] | None = None
     truncated: bool = False
+    pieces: int | None = None  # a long source translated in this many pieces (None: in one)
 
 
 @dataclass
@@ -69,6 +84,9 @@ class TranslationPredictor(Predictor):
 
     def _options(self, beam_size, n_best, length_penalty, max_len_ratio) -> _Options:
         cfg = self.model.search_cfg
+        for key, value in (("length_penalty", length_penalty), ("max_len_ratio", max_len_ratio)):
+            if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check
+                raise ConfigError(key, f"must be a finite number, got {value}")
         beam = check_int("beam_size", cfg["beam_size"] if beam_size is None else beam_size, minimum=1)
         n = check_int("n_best", 1 if n_best is None else n_best, minimum=1)
         if n > beam:
@@ -91,6 +109,10 @@ class TranslationPredictor(Predictor):
         check_choice("precision", precision, ("fp32", "bf16"))
         opts = self._options(beam_size, n_best, length_penalty, max_len_ratio)
         texts, single = self.check_texts(texts)
+        for i, t in enumerate(texts):
+            bad = surrogate_in(t)
+            if bad is not None:
+                raise NlpseqError(f"predict: text {i} is not valid Unicode: lone surrogate {t[bad]!r} at character {bad}")
         model = self.model
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, t in enumerate(texts) if t.strip()]
@@ -99,39 +121,74 @@ class TranslationPredictor(Predictor):
                                      [] if attention else None, [] if attention else None,
                                      [] if attention else None)
         ids = model.src_tokenizer.encode_batch([texts[i] for i in todo], add_eos=True)
-        limit = TRUNCATE_FACTOR * model.max_src_length if model.max_src_length else None
+        limit = TRUNCATE_FACTOR * model.max_src_length if model.max_src_length else DEFAULT_LIMIT
+        pieces: list[tuple[int, list[int]]] = []  # (index into todo, source ids with </s>)
         truncated = set()
-        if limit:
-            for k, seq in enumerate(ids):
-                if len(seq) > limit:
-                    ids[k] = seq[:limit - 1] + [EOS_ID]
-                    truncated.add(k)
-            if truncated:
-                log.warning("translation: %d source line(s) longer than %d tokens (twice the longest training "
-                            "source) were truncated", len(truncated), limit)
+        for k, seq in enumerate(ids):
+            if len(seq) <= limit:
+                pieces.append((k, seq))
+            elif attention:
+                pieces.append((k, seq[:limit - 1] + [EOS_ID]))
+                truncated.add(k)
+            else:
+                pieces.extend((k, p) for p in self._split(texts[todo[k]], limit))
+        if truncated:
+            log.warning("translation: %d source line(s) longer than %d tokens (twice the longest training "
+                        "source) were truncated", len(truncated), limit)
+        done: list[tuple | None] = [None] * len(pieces)  # per piece: (texts, scores, best ids, ended, weights)
         device = self.device
-        for batch in batches_by_length([len(s) for s in ids], batch_size):
-            src, lengths = pad_ids([ids[k] for k in batch])
+        for batch in batches_by_length([len(p) for _, p in pieces], batch_size):
+            src, lengths = pad_ids([pieces[j][1] for j in batch])
             result, weights = model.generate(src.to(device), lengths, opts.beam_size, opts.n_best,
                                              opts.length_penalty, opts.max_len_ratio, opts.max_len_offset,
                                              attention=attention, precision=precision)
             scores = result.scores.float().cpu().tolist()
             ended = result.ended[:, 0].cpu().tolist()
-            for row, k in enumerate(batch):
+            for row, j in enumerate(batch):
                 hyps = result.tokens[row] or [[]]
-                texts_out = model.detokenize(hyps)
-                out = Translation(texts[todo[k]], texts_out[0], round(scores[row][0], 6), truncated=k in truncated)
-                if opts.n_best > 1:
-                    out.nbest = [Hypothesis(t, round(s, 6)) for t, s in zip(texts_out, scores[row])]
-                if attention:
-                    tok = model.tgt_tokenizer.id_to_token
-                    out.source_tokens = [model.src_tokenizer.id_to_token(i) for i in ids[k]]
-                    out.output_tokens = [tok(i) for i in hyps[0]] + (["</s>"] if ended[row] else [])
-                    if weights is not None:
-                        w = weights[row, :len(out.output_tokens), :len(ids[k])].float().cpu()
-                        out.attention = [[round(x, 5) for x in r] for r in w.tolist()]
-                results[todo[k]] = out
+                w = weights[row].float().cpu() if attention and weights is not None else None
+                done[j] = (model.detokenize(hyps), scores[row], hyps[0], ended[row], w)
+        by_text: dict[int, list[int]] = {}
+        for j, (k, _) in enumerate(pieces):
+            by_text.setdefault(k, []).append(j)
+        for k, js in by_text.items():
+            if len(js) > 1:
+                results[todo[k]] = self._joined(texts[todo[k]], [done[j] for j in js], opts.n_best)
+                continue
+            texts_out, scores, best, ended, w = done[js[0]]
+            out = Translation(texts[todo[k]], texts_out[0], round(scores[0], 6), truncated=k in truncated)
+            if opts.n_best > 1:
+                out.nbest = [Hypothesis(t, round(x, 6)) for t, x in zip(texts_out, scores)]
+            if attention:
+                tok = model.tgt_tokenizer.id_to_token
+                src_ids = pieces[js[0]][1]
+                out.source_tokens = [model.src_tokenizer.id_to_token(i) for i in src_ids]
+                out.output_tokens = [tok(i) for i in best] + (["</s>"] if ended else [])
+                if w is not None:
+                    out.attention = [[round(x, 5) for x in r] for r in w[:len(out.output_tokens), :len(src_ids)].tolist()]
+            results[todo[k]] = out
         return results[0] if single else results
+
+    def _split(self, text: str, limit: int) -> list[list[int]]:
+        """Source ids (each with </s>, at most `limit` tokens) of the sentences of a long text, a sentence
+        still too long cut into consecutive windows."""
+        sentences = [x for x in _SENTENCE_BREAK.split(text) if x.strip()]
+        out = []
+        for seq in self.model.src_tokenizer.encode_batch(sentences):
+            out.extend(seq[s:s + limit - 1] + [EOS_ID] for s in range(0, len(seq), limit - 1))
+        return out or [[EOS_ID]]
+
+    @staticmethod
+    def _joined(source: str, done: list[tuple], n_best: int) -> Translation:
+        """One Translation of a source translated in pieces: hypothesis i joins the pieces' i-th ones."""
+        def join(i: int) -> tuple[str, float]:
+            texts = [d[0][min(i, len(d[0]) - 1)] for d in done]
+            scores = [d[1][min(i, len(d[1]) - 1)] for d in done]
+            return " ".join(t for t in texts if t), round(sum(scores) / len(scores), 6)
+
+        text, score = join(0)
+        nbest = [Hypothesis(*join(i)) for i in range(n_best)] if n_best > 1 else None
+        return Translation(source, text, score, nbest, pieces=len(done))
 
     def predict_file(self, lines: Iterable[str], out: TextIO, batch_size: int = 64, beam_size: int | None = None,
                      n_best: int | None = None, length_penalty: float | None = None,
@@ -151,7 +208,8 @@ class TranslationPredictor(Predictor):
                 if plot_attention is not None:
                     plots.append((n + 1, r))
                     if output_format == "json":  # the matrix goes to the picture, not the output
-                        r = Translation(r.source, r.translation, r.score, r.nbest, truncated=r.truncated)
+                        r = Translation(r.source, r.translation, r.score, r.nbest, truncated=r.truncated,
+                                        pieces=r.pieces)
                 if output_format == "text":
                     if r.nbest:
                         out.writelines(f"{n} ||| {h.translation} ||| {h.score}\n" for h in r.nbest)
