@@ -4,6 +4,7 @@ Entry points catch `NlpseqError` and print `error: <message>` instead of a trace
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 
@@ -62,6 +63,8 @@ def check_float(key: str, value: Any, low: float | None = None, high: float | No
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(key, f"expected a number, got {value!r}")
     value = float(value)
+    if not math.isfinite(value):  # NaN would pass every comparison below
+        raise ConfigError(key, f"expected a finite number, got {value}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(key, f"must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and (value > high or (high_open and value == high)):
