@@ -119,7 +119,7 @@ class LastCheckpoint(pl.Callback):
             return  # (with gradient accumulation a step spans several batches: save once)
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.last_model_path, self._saved_step = str(self.path), step
 
 
