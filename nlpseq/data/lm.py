@@ -13,17 +13,24 @@ Two training modes (`data.mode`):
 
 Without a validation file, `split_fractions` cuts the training data contiguously: a single document by
 characters (Tiny Shakespeare: first 90% / last 10%), many examples by example.
+
+Corpora larger than memory (`data.out_of_core`: auto = a plain-text training file over 4 MB, in stream
+mode): plain-text splits are read and encoded in chunks into an id file in the run directory and trained
+from a read-only memmap (nlpseq.data.token_store); the batches are identical to the in-memory path.
 """
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nlpseq.data import token_store
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.files import format_from_name, read_lines, resolve
@@ -31,6 +38,7 @@ from nlpseq.data.tables import iter_rows, load_hub_table
 from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
 from nlpseq.text.labels import LabelVocab
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer, build_tokenizer
+from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +158,12 @@ def batchify(tokens: np.ndarray, rows: int, num_replicas: int = 1, rank: int = 0
     """This rank's contiguous slice of the stream, cut into `rows` parallel rows: [rows, L].
 
     Every rank gets the same L (the tail that does not divide evenly is dropped), so all ranks take
-    the same number of steps.
+    the same number of steps. A view, never a copy (of a memmap too: nothing is read until sliced).
     """
     per_rank = len(tokens) // num_replicas
     part = tokens[rank * per_rank:(rank + 1) * per_rank]
     length = len(part) // rows
-    return np.ascontiguousarray(part[: rows * length].reshape(rows, length))
+    return part[: rows * length].reshape(rows, length)
 
 
 class StreamWindows(Dataset):
@@ -170,8 +178,9 @@ class StreamWindows(Dataset):
 
     def __getitem__(self, start: int) -> dict:
         stop = min(start + self.seq_len, self.length - 1)
-        inputs = torch.from_numpy(np.ascontiguousarray(self.data[:, start:stop]))
-        targets = torch.from_numpy(np.ascontiguousarray(self.data[:, start + 1:stop + 1]))
+        # int64 whatever the store's dtype (the id file holds uint8/16/32)
+        inputs = torch.from_numpy(np.ascontiguousarray(self.data[:, start:stop], dtype=np.int64))
+        targets = torch.from_numpy(np.ascontiguousarray(self.data[:, start + 1:stop + 1], dtype=np.int64))
         targets = targets.masked_fill(targets == BOS_ID, IGNORE)
         # scored tokens, for throughput counters (nlpseq.callbacks.batch_tokens); a plain int stays on the CPU
         return {"input_ids": inputs, "targets": targets, "num_tokens": int((targets != IGNORE).sum())}
@@ -223,6 +232,8 @@ class LanguageModelDataModule(TextDataModule):
     file is one document) | lines (one example per line) | jsonl | tsv | csv. `condition_column` names
     a label column (lines mode, tables only): its value, embedded, starts the model's state.
     `batch_size` / `eval_batch_size` are the number of parallel rows in stream mode.
+    `out_of_core`: auto | true | false: plain-text splits encoded in chunks to `<run>/cache` and read by
+    memmap (stream mode); auto when the training file is larger than token_store.AUTO_BYTES.
     """
 
     def __init__(self, train: str | None = None, validation: str | None = None, test: str | None = None,
@@ -231,7 +242,7 @@ class LanguageModelDataModule(TextDataModule):
                  hub: dict | None = None, tokenizer: dict | None = None, seq_len: int = 128,
                  max_length: int | None = None, random_offset: bool = True, batch_size: int = 32,
                  eval_batch_size: int = 32, max_tokens: int | None = None, num_workers: int = 0,
-                 bucket_pool: int = 50, seed: int = 0):
+                 bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
         self.paths = {"train": train, "validation": validation, "test": test}
         self.format = check_choice("data.format", format, FORMATS)
@@ -262,6 +273,15 @@ class LanguageModelDataModule(TextDataModule):
             raise ConfigError("data.hub", f"unknown option(s) {sorted(unknown)}; expected name, subset, splits")
         if not self.hub.get("name") and not train:
             raise ConfigError("data.train", "no training data: set data.train to a file or data.hub.name to a hub dataset")
+        if out_of_core not in (True, False, "auto"):
+            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
+        if out_of_core is True and (mode != "stream" or not train or self.hub.get("name")
+                                    or detect_format(train, format) != "text"):
+            raise ConfigError("data.out_of_core", "needs a plain-text training file (data.format=text) in "
+                                                  "data.mode=stream")
+        self.out_of_core = out_of_core
+        self.sources: dict[str, token_store.TextSource] = {}  # out-of-core splits
+        self.cache_dir = None
         self.tokenizer_cfg = dict(tokenizer or {"kind": "char"})
         self.tokenizer: TextTokenizer | None = None
         self.conditions: LabelVocab | None = None
@@ -283,7 +303,50 @@ class LanguageModelDataModule(TextDataModule):
             return None
         return read_documents(self.paths[split], self.format, self.text_column, self.condition_column)
 
+    def prepare(self, run_dir=None) -> None:
+        self.cache_dir = Path(run_dir) / "cache" if run_dir is not None else None
+        started = time.perf_counter()
+        super().prepare(run_dir)
+        log.info("data prepared in %.1f s: %s tokens", time.perf_counter() - started,
+                 ", ".join(f"{s} {n:,}" for s, n in self.num_tokens.items()))
+
+    def _use_out_of_core(self) -> bool:
+        if self.out_of_core != "auto":
+            return self.out_of_core
+        train = self.paths["train"]
+        return (self.mode == "stream" and bool(train) and not self.hub.get("name")
+                and detect_format(train, self.format) == "text"
+                and resolve(train).stat().st_size > token_store.AUTO_BYTES)
+
+    def _read_out_of_core(self, train_only_for_vocab: bool) -> None:
+        """Plain-text splits become TextSources (read later, in chunks); any other split is read as usual."""
+        self.raw, self.sources = {}, {}
+        for split in SPLITS:
+            path = self.paths[split]
+            if not path:
+                continue
+            if detect_format(path, self.format) == "text":
+                self.sources[split] = token_store.TextSource(str(path))
+            else:
+                self.raw[split] = read_documents(path, self.format, self.text_column, self.condition_column)
+        if "validation" not in self.sources and "validation" not in self.raw:
+            fractions = self.split_fractions or [0.9, 0.1]
+            parts = self.sources["train"].split(fractions)
+            self.sources["train"], self.sources["validation"] = parts[0], parts[1]
+            if len(parts) == 3 and "test" not in self.sources and "test" not in self.raw:
+                self.sources["test"] = parts[2]
+            log.info("no validation split given: cut the training data by fractions %s", fractions)
+        log.info("out of core: %s read in chunks, token ids cached in %s", sorted(self.sources),
+                 self.cache_dir or "a temporary folder")
+        if train_only_for_vocab:
+            started = time.perf_counter()
+            self.tokenizer = token_store.train_tokenizer(self.sources["train"], self.tokenizer_cfg)
+            log.info("vocabulary: %d tokens (%s), one streaming pass in %.1f s", self.tokenizer.vocab_size,
+                     self.tokenizer.kind, time.perf_counter() - started)
+
     def read_splits(self, train_only_for_vocab: bool) -> None:
+        if self._use_out_of_core():
+            return self._read_out_of_core(train_only_for_vocab)
         raw = {s: self._read(s) for s in SPLITS}
         if raw["validation"] is None:
             fractions = self.split_fractions or [0.9, 0.1]
@@ -327,8 +390,23 @@ class LanguageModelDataModule(TextDataModule):
             seqs.extend([BOS_ID, *s, EOS_ID] for s in chunk)
         return seqs
 
+    def _encode_source(self, split: str) -> np.ndarray:
+        """A read-only memmap of the split's ids, cached in the run directory (DDP workers wait for it)."""
+        if self.cache_dir is None:  # no run directory (tests, benchmarks): a folder removed with the module
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="nlpseq-ids-")
+            self.cache_dir = Path(self._tmp.name)
+        return token_store.encode_to_file(self.sources[split], self.tokenizer, self.cache_dir, split,
+                                          wait=is_worker_process())
+
     def encode_splits(self) -> None:
         self.streams, self.splits = {}, {}
+        for split in self.sources:
+            flat = self._encode_source(split)
+            if len(flat) < 2:
+                raise DataError(f"the {split} split has too little text for a language model", self.paths.get(split))
+            self.streams[split] = flat
         for split, docs in self.raw.items():
             seqs = self._encode(docs)
             if self.mode == "stream":
@@ -350,7 +428,8 @@ class LanguageModelDataModule(TextDataModule):
 
     def bench_inputs(self, n: int) -> list[str]:
         """Prompts for inference benchmarks (nlpseq.bench): the starts of validation lines."""
-        lines = [line[:20] for text in self.raw["validation"].texts for line in text.splitlines() if line.strip()]
+        texts = self.raw["validation"].texts if "validation" in self.raw else [self.sources["validation"].head(1 << 20)]
+        lines = [line[:20] for text in texts for line in text.splitlines() if line.strip()]
         while lines and len(lines) < n:
             lines = lines + lines
         return lines[:n]
