@@ -1,19 +1,51 @@
-"""Benchmark harness: `python -m nlpseq.bench task=sentiment [config overrides] [bench.steps=60 ...]`.
+"""Benchmark harness for every task: `python -m nlpseq.bench task=<sentiment|ner|translation|generation>
+[config overrides, e.g. experiment=ner_conll2003] [bench.<option>=value ...]`.
 
 In one run on one machine it measures, for the task's configured model and data:
-  - training throughput (real tokens/s) of the full nlpseq path (datamodule -> LightningModule -> Trainer)
-    and of a plain PyTorch loop training an identical copy of the model on the identical batches; their ratio;
-  - the share of computed positions that are padding (default batching);
-  - inference sentences/s through `nlpseq.load(...).predict` at batch sizes 1 and 64;
-  - achieved training FLOP/s (from the model's analytic FLOP count) against a matrix-multiply roof measured now;
-  - peak memory.
-Each timing repeats `bench.repeats` times and reports the median. Writes JSON (`bench.out`) and prints a table.
-Options: bench.steps (training steps per repeat), bench.repeats, bench.warmup, bench.infer_sentences, bench.out.
+  - training throughput (real tokens/s: words for NER and sentiment, target tokens for translation, characters
+    or subwords for generation) of the full nlpseq path (datamodule loader -> LightningModule -> Trainer,
+    data loading included) and of a plain PyTorch loop (zero_grad, the module's training_step, backward,
+    clipping, the same fused Adam) training an identical copy of the model on the identical batches, taken
+    from the same loader beforehand; their ratio, by wall time and by this process's CPU time (steadier
+    on a shared machine, where other jobs take the cores at random moments). Repeats alternate which of
+    the two runs first;
+  - padding: the share of the positions in those batches' padded tensors that are padding, per side
+    (translation: source and target) and overall; a stream language model has none;
+  - FLOP/s: the model's analytic `train_flops_per_token` (matrix products of the recurrent layers and
+    output layers; char CNN, CRF and elementwise work left out) x nlpseq tokens/s, as a share of a 1024^3
+    fp32 matmul roof measured in the same process (by wall time, and per CPU second); and the same for the
+    model's main recurrent layer alone (`rnn_kernel_*`): a bare nn.LSTM/GRU forward + backward of the same
+    sizes on one batch of the same shape, unpacked -- the most torch's kernel gives this model -- plus
+    that layer's own inference speedup from batch 1 to 64, the ceiling of a predictor's batch-64 speedup
+    when the recurrence dominates its time;
+  - inference through the public API (`nlpseq.load(ckpt).predict`) from a checkpoint of the model trained
+    above (or `bench.ckpt`): sentences/s at batch 1 and batch 64 (translation: the checkpoint's default
+    search; generation: sampled sequences of bench.gen_tokens tokens); translation also greedy and beam-5
+    decoding at batch 64 (sentences/s and output tokens/s, mean output length); generation also sampling
+    tokens/s at batch 1 and 64;
+  - peak resident memory of the process.
+Each timing repeats `bench.repeats` times; reported values are medians. Timings on a shared machine are
+noisy: compare ratios taken in one run, and set OMP_NUM_THREADS (1 avoids OpenMP spin-waits under load).
+
+Options (bench.KEY=VALUE):
+  steps            training steps per timed run (default 60); the first `warmup` are not timed
+  warmup           untimed training steps at the start of each run (default 5)
+  repeats          repeats of every timing (default 3)
+  infer_sentences  inputs for batch-64 inference (default 512; batch 1 uses at most 128, 32 for
+                   translation and generation)
+  gen_tokens       tokens sampled per sequence for generation inference (default 100)
+  ckpt             a trained checkpoint of the same task for the inference timings (default: the model
+                   trained by the last nlpseq-path run, i.e. `steps` steps from scratch)
+  out              the JSON written (default bench.json)
+  skip_train       1: inference timings only (needs nothing trained; default 0)
 """
 from __future__ import annotations
 
 import copy
+import datetime
 import json
+import os
+import platform
 import resource
 import statistics
 import sys
@@ -26,7 +58,9 @@ import torch
 
 from nlpseq.errors import NlpseqError
 
-DEFAULTS = {"steps": 60, "repeats": 3, "warmup": 5, "infer_sentences": 512, "out": "bench.json"}
+DEFAULTS = {"steps": 60, "repeats": 3, "warmup": 5, "infer_sentences": 512, "gen_tokens": 100, "ckpt": "",
+            "out": "bench.json", "skip_train": 0}
+TEXT_OPTIONS = ("ckpt", "out")
 
 
 def compose(overrides: list[str]):
@@ -40,17 +74,49 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=False)
 
 
-def matmul_roof(n: int = 1024, repeats: int = 10) -> float:
-    """FLOP/s of an n x n fp32 matrix multiply on this machine, now (the same threads as training)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
+def _median_time(fn, repeats: int, warmup: int = 2, clock=time.perf_counter) -> float:
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times)
+        t = clock()
+        fn()
+        times.append(clock() - t)
+    return statistics.median(times)
+
+
+def matmul_roof(n: int = 1024, repeats: int = 10, clock=time.perf_counter) -> float:
+    """FLOP/s of an n x n fp32 matrix multiply on this machine, now (the same threads as training), per second
+    of `clock` (wall time, or time.process_time: per CPU second)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / _median_time(lambda: a @ b, repeats, warmup=3, clock=clock)
+
+
+def rnn_flops_per_token(rnn: torch.nn.RNNBase) -> float:
+    """Forward FLOPs per time step and batch row of an nn.RNNBase: 2 per multiply-add of its weight matrices."""
+    return sum(2 * p.numel() for name, p in rnn.named_parameters() if name.startswith("weight"))
+
+
+def rnn_kernel(rnn: torch.nn.RNNBase, batch: int, length: int, repeats: int) -> float:
+    """Training FLOP/s (forward + backward = 3x forward) of a bare copy of `rnn` on one [batch, length] input:
+    the recurrent kernel alone, unpacked, the most this model's recurrence can run at."""
+    rnn = copy.deepcopy(rnn).train()
+    x = torch.randn(batch, length, rnn.input_size, requires_grad=True)
+
+    def step():
+        rnn.zero_grad(set_to_none=True)
+        rnn(x)[0].sum().backward()
+
+    return 3 * rnn_flops_per_token(rnn) * batch * length / _median_time(step, repeats)
+
+
+def rnn_batch_speedup(rnn: torch.nn.RNNBase, length: int, repeats: int) -> float:
+    """Sequences/s of a bare copy of `rnn` (inference) at batch 64 over batch 1: the most batching can give a
+    model whose time is its recurrence (the batch-1 call is matrix-vector products, the batch-64 one GEMMs)."""
+    rnn = copy.deepcopy(rnn).eval()
+    one, many = torch.randn(1, length, rnn.input_size), torch.randn(64, length, rnn.input_size)
+    with torch.inference_mode():
+        return 64 * _median_time(lambda: rnn(one), repeats) / _median_time(lambda: rnn(many), repeats)
 
 
 def _take(loader, n: int) -> list:
@@ -69,16 +135,49 @@ def _tokens(batch) -> int:
     return batch_tokens(batch)
 
 
-def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int) -> float:
-    """Seconds for a bare PyTorch training loop (zero_grad, loss, backward, clip, step) over batches[warmup:]."""
+def _sides(batch: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(side, padded tensor [B, T], lengths [B]) for each padded input the model computes over."""
+    if "src" in batch:
+        return [("source", batch["src"], batch["lengths"]), ("target", batch["tgt_out"], batch["tgt_lengths"])]
+    if "piece_lengths" in batch:  # subword NER: the encoder runs over pieces
+        return [("tokens", batch["input_ids"], batch["piece_lengths"])]
+    if "lengths" in batch:
+        return [("tokens", batch["input_ids"] if "input_ids" in batch else batch["case_ids"], batch["lengths"])]
+    return []  # a stream language model: full windows, no padding
+
+
+def padding_shares(batches: list) -> dict:
+    """Share of padded positions per side and overall, over the given batches."""
+    real: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for batch in batches:
+        for side, tensor, lengths in _sides(batch):
+            real[side] = real.get(side, 0) + int(lengths.sum())
+            total[side] = total.get(side, 0) + tensor.numel()
+    shares = {side: 1.0 - real[side] / max(total[side], 1) for side in total}
+    overall = 1.0 - sum(real.values()) / max(sum(total.values()), 1) if total else 0.0
+    return {"padding_share": overall, **({"padding_share_by_side": shares} if len(shares) > 1 else {})}
+
+
+def _mean_length(batches: list) -> float:
+    """Mean real length of the sequences the main recurrent layer reads (the source for translation)."""
+    lengths = [lengths for batch in batches for _, _, lengths in _sides(batch)[:1]]
+    if not lengths:
+        return float(batches[0]["input_ids"].size(1))
+    return float(torch.cat(lengths).float().mean())
+
+
+def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int) -> tuple[float, float]:
+    """Wall and CPU seconds of a bare PyTorch training loop (zero_grad, loss, backward, clip, step) over
+    batches[warmup:]."""
     from nlpseq.models.base import build_optimizer
 
     model.train()
     opt = build_optimizer(model.parameters(), **optim_cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i, batch in enumerate(batches):
         if i == warmup:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss = model.training_step(batch, i)
         loss = loss["loss"] if isinstance(loss, dict) else loss
@@ -86,11 +185,12 @@ def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int)
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 class _Timer:
-    """Times trainer.fit from the first training batch to the last (setup excluded, data loading included)."""
+    """Times trainer.fit from the start of training batch `warmup` to the end of the last one (setup excluded, data
+    loading and epoch boundaries included). Batches are counted across epochs: `batch_idx` restarts each epoch."""
 
     def __init__(self, warmup: int):
         import pytorch_lightning as pl
@@ -99,21 +199,23 @@ class _Timer:
 
         class Cb(pl.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                if batch_idx == warmup:
-                    timer.start = time.perf_counter()
+                if timer.batches == warmup:
+                    timer.start, timer.cpu_start = time.perf_counter(), time.process_time()
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                if batch_idx >= warmup:
-                    timer.end = time.perf_counter()
+                if timer.batches >= warmup:
+                    timer.end, timer.cpu_end = time.perf_counter(), time.process_time()
                     timer.tokens += _tokens(batch)
+                timer.batches += 1
 
         self.callback = Cb()
-        self.start = None
-        self.end = None
+        self.start = self.end = self.cpu_start = self.cpu_end = 0.0
         self.tokens = 0
+        self.batches = 0
 
 
-def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int) -> tuple[float, int]:
+def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds of `trainer.fit` over the timed batches, and their real tokens."""
     import pytorch_lightning as pl
 
     timer = _Timer(warmup)
@@ -124,80 +226,136 @@ def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int) 
                          max_epochs=-1)
     trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
     # from the first timed batch's start to the last batch's end: loading, stepping, logging all included
-    return timer.end - timer.start, timer.tokens
+    return timer.end - timer.start, timer.cpu_end - timer.cpu_start, timer.tokens
 
 
-def inference(predictor, texts: list, batch_size: int) -> float:
-    start = time.perf_counter()
-    predictor.predict(texts, batch_size=batch_size)
-    return len(texts) / (time.perf_counter() - start)
+def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Module]:
+    """Training throughput of both paths, padding, FLOP/s; returns the results and the last trained model."""
+    clip = cfg.trainer.get("gradient_clip_val")
+    optim_cfg = dict(cfg.model.get("optim") or {})
+    steps, repeats, warmup = options["steps"], options["repeats"], options["warmup"]
+    if steps <= warmup:
+        raise NlpseqError(f"bench.steps ({steps}) must be larger than bench.warmup ({warmup})")
+    initial = copy.deepcopy(model.state_dict())
+    batches = _take(dm.train_dataloader(), steps)
+    tokens = sum(_tokens(b) for b in batches[warmup:])
+
+    plain, ours, plain_cpu, ours_cpu, trained = [], [], [], [], model
+    for r in range(repeats):
+        for path in (("plain", "nlpseq") if r % 2 == 0 else ("nlpseq", "plain")):  # alternate: load drifts
+            m = copy.deepcopy(model)
+            m.load_state_dict(initial)
+            if path == "plain":
+                wall, cpu = plain_loop(m, batches, clip, optim_cfg, warmup)
+                plain.append(tokens / wall)
+                plain_cpu.append(tokens / cpu)
+            else:
+                wall, cpu, seen = nlpseq_path(m, dm, steps, clip, warmup)
+                ours.append(seen / wall)
+                ours_cpu.append(seen / cpu)
+                trained = m
+    roof, roof_cpu = matmul_roof(), matmul_roof(clock=time.process_time)
+    med = statistics.median
+    result = {"train_tokens_per_sec_nlpseq": med(ours), "train_tokens_per_sec_plain": med(plain),
+              "ratio_nlpseq_vs_plain": med(ours) / med(plain),
+              "ratio_per_repeat": [o / p for o, p in zip(ours, plain)],
+              # per CPU second of this process: what a shared machine's scheduling does not blur
+              "train_tokens_per_cpu_sec_nlpseq": med(ours_cpu), "train_tokens_per_cpu_sec_plain": med(plain_cpu),
+              "ratio_nlpseq_vs_plain_cpu": med(ours_cpu) / med(plain_cpu),
+              **padding_shares(batches)}
+    sampler = getattr(dm, "_train_sampler", None)
+    if hasattr(sampler, "padding_share"):  # the whole epoch, by the sampler's own lengths
+        result["padding_share_epoch"] = sampler.padding_share()
+    result.update(matmul_roof_flops=roof, matmul_roof_flops_cpu=roof_cpu)
+    flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
+    if flops_per_token:
+        achieved = flops_per_token * result["train_tokens_per_sec_nlpseq"]
+        achieved_cpu = flops_per_token * result["train_tokens_per_cpu_sec_nlpseq"]
+        result.update(train_flops_per_token=flops_per_token, achieved_flops=achieved, share_of_roof=achieved / roof,
+                      share_of_roof_cpu=achieved_cpu / roof_cpu)
+    rnn = _main_rnn(model)
+    if rnn is not None:
+        batch_rows = batches[0]["src" if "src" in batches[0] else "targets" if "targets" in batches[0]
+                                else "lengths"].size(0)
+        length = max(1, round(_mean_length(batches)))
+        kernel = rnn_kernel(rnn, batch_rows, length, max(repeats, 5))
+        result.update(rnn_kernel_flops=kernel, rnn_kernel_share_of_roof=kernel / roof,
+                      rnn_kernel_batch64_speedup=rnn_batch_speedup(rnn, length, max(repeats, 5)))
+    return result, trained
 
 
-def run(overrides: list[str], options: dict) -> dict:
+def _main_rnn(model) -> torch.nn.RNNBase | None:
+    """The recurrent layer that does most of the model's work: the encoder's, else the decoder's."""
+    for name in ("encoder", "decoder"):
+        rnn = getattr(getattr(model, name, None), "rnn", None)
+        if isinstance(rnn, torch.nn.RNNBase):
+            return rnn
+    return None
+
+
+# ---------------------------------------------------------------- inference
+
+def _rates(fn, n: int, repeats: int) -> tuple[float, float]:
+    """Items per wall second and per CPU second of fn() producing n items (medians over repeats, one warm-up)."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(n / (time.perf_counter() - t))
+        cpu.append(n / max(time.process_time() - c, 1e-9))
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def measure_inference(predictor, task: str, inputs: list, options: dict) -> dict:
+    """Inference rates by wall time, and the same per CPU second under "per_cpu_second"."""
+    repeats = options["repeats"]
+    if not inputs:
+        return {}
+    timed: dict[str, tuple[float, float]] = {}  # key -> (wall, cpu)
+    extra: dict = {}
+    if task in ("sentiment", "ner", "translation"):
+        few = inputs[:min(32 if task == "translation" else 128, len(inputs))]
+        timed["infer_sentences_per_sec_b1"] = _rates(lambda: predictor.predict(few, batch_size=1), len(few), repeats)
+        timed["infer_sentences_per_sec_b64"] = _rates(lambda: predictor.predict(inputs, batch_size=64), len(inputs),
+                                                      repeats)
+    if task == "translation":
+        tok = predictor.model.tgt_tokenizer
+        for name, beam in (("greedy", 1), ("beam5", 5)):
+            rate = _rates(lambda: predictor.predict(inputs, batch_size=64, beam_size=beam), len(inputs), repeats)
+            hyps = predictor.predict(inputs, batch_size=64, beam_size=beam)
+            length = statistics.mean(len(tok.encode(h.translation)) + 1 for h in hyps)  # + eos, as decoded
+            timed[f"decode_{name}_sentences_per_sec_b64"] = rate
+            timed[f"decode_{name}_tokens_per_sec_b64"] = (rate[0] * length, rate[1] * length)
+            extra[f"decode_{name}_mean_output_tokens"] = length
+    if task == "generation":  # sampling (temperature 1) of exactly gen_tokens tokens per prompt
+        gen = options["gen_tokens"]
+
+        def run(chunk, batch_size):
+            return lambda: predictor.predict(chunk, batch_size=batch_size, max_new_tokens=gen, temperature=1.0,
+                                             seed=0, stop_at_eos=False)
+
+        few, many = inputs[:min(8, len(inputs))], inputs[:min(64, len(inputs))]
+        timed["infer_sentences_per_sec_b1"] = _rates(run(few, 1), len(few), repeats)
+        timed["infer_sentences_per_sec_b64"] = _rates(run(many, 64), len(many), repeats)
+        for b in ("b1", "b64"):
+            wall, cpu = timed[f"infer_sentences_per_sec_{b}"]
+            timed[f"sample_tokens_per_sec_{b}"] = (wall * gen, cpu * gen)
+        extra["gen_tokens"] = gen
+    if "infer_sentences_per_sec_b1" in timed:
+        (w1, c1), (w64, c64) = timed["infer_sentences_per_sec_b1"], timed["infer_sentences_per_sec_b64"]
+        timed["batch64_speedup"] = (w64 / w1, c64 / c1)
+    return {**{k: v[0] for k, v in timed.items()}, **extra, "per_cpu_second": {k: v[1] for k, v in timed.items()}}
+
+
+def save_checkpoint(model, path: Path) -> None:
+    """A checkpoint written the way training writes one (Lightning's save, with nlpseq's metadata)."""
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
-    from nlpseq.predict import load
-
-    cfg = compose(overrides)
-    task = cfg.task_name
-    pl.seed_everything(cfg.seed, verbose=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        dm = instantiate(cfg.data, _convert_="all")
-        dm.prepare(tmp)
-        model = instantiate(cfg.model, _convert_="all", **dm.model_inputs())
-        clip = cfg.trainer.get("gradient_clip_val")
-        optim_cfg = dict(cfg.model.get("optim") or {})
-        steps, repeats, warmup = options["steps"], options["repeats"], options["warmup"]
-        initial = copy.deepcopy(model.state_dict())
-
-        loader = dm.train_dataloader()
-        sampler = dm._train_sampler
-        padding = sampler.padding_share() if hasattr(sampler, "padding_share") else None
-        batches = _take(loader, steps)
-        tokens = sum(_tokens(b) for b in batches[warmup:])
-        flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
-
-        plain, ours = [], []
-        for _ in range(repeats):
-            m = copy.deepcopy(model)
-            m.load_state_dict(initial)
-            plain.append(tokens / plain_loop(m, batches, clip, optim_cfg, warmup))
-            m = copy.deepcopy(model)
-            m.load_state_dict(initial)
-            seconds, seen = nlpseq_path(m, dm, steps, clip, warmup)
-            ours.append(seen / seconds)
-        roof = matmul_roof()
-        result = {
-            "task": task, "overrides": overrides, "torch_threads": torch.get_num_threads(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "train_tokens_per_sec_nlpseq": statistics.median(ours),
-            "train_tokens_per_sec_plain": statistics.median(plain),
-            "ratio_nlpseq_vs_plain": statistics.median(ours) / statistics.median(plain),
-            "padding_share": padding, "matmul_roof_flops": roof,
-        }
-        if flops_per_token:
-            achieved = flops_per_token * result["train_tokens_per_sec_nlpseq"]
-            result.update(train_flops_per_token=flops_per_token, achieved_flops=achieved, share_of_roof=achieved / roof)
-
-        # inference through the public API, from a checkpoint written the way training writes it
-        ckpt = Path(tmp) / "bench.ckpt"
-        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, max_epochs=0)
-        trainer.strategy.connect(model)
-        trainer.save_checkpoint(ckpt)
-        predictor = load(ckpt)
-        texts = bench_inputs(dm, options["infer_sentences"])
-        if texts:
-            inference(predictor, texts[:32], 32)  # warm-up
-            per = {bs: statistics.median(inference(predictor, texts if bs > 1 else texts[:128], bs)
-                                         for _ in range(repeats)) for bs in (1, 64)}
-            result.update(infer_sentences_per_sec_b1=per[1], infer_sentences_per_sec_b64=per[64],
-                          batch64_speedup=per[64] / per[1])
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available():
-        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    return result
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, max_epochs=0, accelerator="cpu")
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
 
 
 def bench_inputs(dm, n: int) -> list:
@@ -213,6 +371,56 @@ def bench_inputs(dm, n: int) -> list:
     return []
 
 
+# ---------------------------------------------------------------- the run
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs"
+
+
+def run(overrides: list[str], options: dict) -> dict:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from nlpseq.predict import load
+
+    cfg = compose(overrides)
+    task = cfg.task_name
+    pl.seed_everything(cfg.seed, verbose=False)
+    result = {"task": task, "overrides": overrides, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "machine": machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+              "device": "cuda" if torch.cuda.is_available() else "cpu",
+              "command": " ".join(["python -m nlpseq.bench", *sys.argv[1:]]) if sys.argv[1:] else None,
+              "options": options}
+    with tempfile.TemporaryDirectory() as tmp:
+        dm = instantiate(cfg.data, _convert_="all")
+        dm.prepare(tmp)
+        model = instantiate(cfg.model, _convert_="all", **dm.model_inputs())
+        if not options["skip_train"]:
+            trained_result, model = measure_training(cfg, dm, model, options)
+            result.update(trained_result)
+        ckpt = Path(options["ckpt"]) if options["ckpt"] else Path(tmp) / "bench.ckpt"
+        if not options["ckpt"]:
+            save_checkpoint(model, ckpt)
+        result["inference_checkpoint"] = (str(ckpt) if options["ckpt"] else "untrained" if options["skip_train"]
+                                          else f"trained here for {options['steps']} steps")
+        predictor = load(ckpt)
+        if predictor.task != task:
+            raise NlpseqError(f"bench.ckpt is a {predictor.task} checkpoint, not {task}")
+        result.update(measure_inference(predictor, task, bench_inputs(dm, options["infer_sentences"]), options))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return result
+
+
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -220,10 +428,21 @@ def print_table(result: dict) -> None:
     table = Table(title=f"nlpseq.bench: {result['task']}")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    def text(value) -> str:
+        if isinstance(value, float):
+            return f"{value:,.3f}" if abs(value) < 1e6 else f"{value:.3e}"
+        if isinstance(value, list):
+            return ", ".join(f"{v:.3f}" for v in value)
+        return str(value)
+
     for key, value in result.items():
-        if key == "overrides":
+        if key in ("overrides", "options", "command"):
             continue
-        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+        if isinstance(value, dict):  # per side, per CPU second: one row each
+            for sub, v in value.items():
+                table.add_row(f"{key}.{sub}", text(v))
+        else:
+            table.add_row(key, text(value))
     Console(highlight=False).print(table)
 
 
@@ -239,7 +458,14 @@ def main(argv: list[str] | None = None) -> int:
             if key not in DEFAULTS:
                 print(f"error: bench.{key}: unknown option (known: {', '.join(DEFAULTS)})", file=sys.stderr)
                 return 2
-            options[key] = value if key == "out" else int(value)
+            if key in TEXT_OPTIONS:
+                options[key] = value
+            else:
+                try:
+                    options[key] = int(value)
+                except ValueError:
+                    print(f"error: bench.{key}: expected an integer, got {value!r}", file=sys.stderr)
+                    return 2
         else:
             overrides.append(arg)
     warnings.filterwarnings("ignore")

@@ -1,19 +1,83 @@
+"""nlpseq.bench on every task's shipped sample, with tiny settings: it runs and reports every measure.
+
+The per-task runs call `main` in this process (a subprocess would spend most of its time importing
+Lightning); the CLI itself is checked through its one-line errors.
+"""
 import json
 
+import pytest
 
-def test_bench_measures_and_writes_json(tmp_path, cli):
+from nlpseq import bench
+
+TINY = ["bench.steps=4", "bench.warmup=1", "bench.repeats=1", "bench.infer_sentences=16", "bench.gen_tokens=5"]
+COMMON = ("train_tokens_per_sec_nlpseq", "train_tokens_per_sec_plain", "ratio_nlpseq_vs_plain", "padding_share",
+          "matmul_roof_flops", "train_flops_per_token", "achieved_flops", "share_of_roof", "rnn_kernel_flops",
+          "infer_sentences_per_sec_b1", "infer_sentences_per_sec_b64", "batch64_speedup", "peak_rss_mb")
+EXTRA = {"sentiment": (), "ner": (),
+         "translation": ("decode_greedy_sentences_per_sec_b64", "decode_beam5_sentences_per_sec_b64",
+                         "decode_greedy_tokens_per_sec_b64", "decode_beam5_tokens_per_sec_b64"),
+         "generation": ("sample_tokens_per_sec_b1", "sample_tokens_per_sec_b64")}
+
+
+@pytest.mark.parametrize("task", list(EXTRA))
+def test_bench_measures_every_task_and_writes_json(tmp_path, capsys, task):
     out = tmp_path / "b.json"
-    proc = cli(["task=sentiment", "bench.steps=12", "bench.warmup=2", "bench.repeats=1", "bench.infer_sentences=64",
-                f"bench.out={out}"], cwd=tmp_path, module="nlpseq.bench")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert bench.main([f"task={task}", *TINY, f"bench.out={out}"]) == 0
     r = json.loads(out.read_text())
-    for key in ("train_tokens_per_sec_nlpseq", "train_tokens_per_sec_plain", "ratio_nlpseq_vs_plain",
-                "padding_share", "share_of_roof", "infer_sentences_per_sec_b1", "infer_sentences_per_sec_b64",
-                "peak_rss_mb"):
-        assert r[key] is not None and r[key] >= 0, key
-    assert 0 <= r["padding_share"] < 0.5 and r["train_tokens_per_sec_nlpseq"] > 0
+    assert r["task"] == task and r["date"] and r["machine"]
+    for key in COMMON + EXTRA[task]:
+        assert isinstance(r[key], (int, float)) and r[key] >= 0, key
+    assert r["train_tokens_per_sec_nlpseq"] > 0 and r["train_tokens_per_sec_plain"] > 0
+    assert 0 <= r["padding_share"] < 0.5
+    if task == "generation":
+        assert r["padding_share"] == 0.0  # stream windows
+    if task == "translation":
+        assert set(r["padding_share_by_side"]) == {"source", "target"}
+    assert f"nlpseq.bench: {task}" in capsys.readouterr().out
 
 
-def test_bench_rejects_unknown_option(tmp_path, cli):
+@pytest.fixture(scope="module")
+def sentiment_ckpt(tmp_path_factory):
+    """An untrained sentiment checkpoint, written the way training writes one."""
+    from hydra.utils import instantiate
+
+    tmp = tmp_path_factory.mktemp("bench_ckpt")
+    cfg = bench.compose(["task=sentiment"])
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.prepare(tmp)
+    bench.save_checkpoint(instantiate(cfg.model, _convert_="all", **dm.model_inputs()), tmp / "s.ckpt")
+    return tmp / "s.ckpt"
+
+
+def test_bench_inference_only_from_a_checkpoint(tmp_path, sentiment_ckpt):
+    out = tmp_path / "b.json"
+    ckpt = sentiment_ckpt
+    assert bench.main(["task=sentiment", "bench.skip_train=1", f"bench.ckpt={ckpt}", "bench.repeats=1",
+                       "bench.infer_sentences=16", f"bench.out={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert r["inference_checkpoint"] == str(ckpt) and r["infer_sentences_per_sec_b64"] > 0
+    assert "train_tokens_per_sec_nlpseq" not in r
+
+
+def test_bench_cli_unknown_option_is_a_one_line_error(tmp_path, cli):
     proc = cli(["task=sentiment", "bench.stepz=3"], cwd=tmp_path, module="nlpseq.bench")
     assert proc.returncode == 2 and "bench.stepz: unknown option" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["task=sentiment", "bench.steps=many"], "bench.steps: expected an integer"),
+    (["task=sentiment", "bench.steps=3", "bench.warmup=5"], "must be larger than bench.warmup"),
+    (["task=nonsense"], "error: "),
+])
+def test_bench_bad_settings_are_one_line_errors(tmp_path, capsys, args, message):
+    assert bench.main([*args, f"bench.out={tmp_path / 'b.json'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bench_wrong_task_checkpoint_is_an_error(tmp_path, capsys, sentiment_ckpt):
+    ckpt = sentiment_ckpt
+    assert bench.main(["task=ner", "bench.skip_train=1", f"bench.ckpt={ckpt}", "bench.repeats=1",
+                       f"bench.out={tmp_path / 'b.json'}"]) == 2
+    assert "sentiment checkpoint, not ner" in capsys.readouterr().err

@@ -49,7 +49,7 @@ class SentimentClassifier(TaskModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch["input_ids"], batch["lengths"]), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].numel())
+        self.log_train_step("train/loss", loss, batch["labels"].numel())
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:

@@ -132,6 +132,12 @@ class LanguageModel(TaskModule):
         out, state, _ = self.decoder(self.embedding(input_ids), state, lengths)
         return self.output(out), state
 
+    def train_flops_per_token(self) -> float:
+        """Analytic training FLOPs per token (forward + backward ~ 3x forward) of the matrix products:
+        the recurrent layers and the vocabulary projection (nlpseq.bench)."""
+        rnn = sum(2 * p.numel() for name, p in self.decoder.rnn.named_parameters() if name.startswith("weight"))
+        return 3.0 * (rnn + 2 * self.output.in_features * self.output.out_features)
+
     # ---------------------------------------------------------------- training and evaluation
     def _loss(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss over scored tokens, and their count. Stream batches carry the state of `stage`."""
@@ -153,7 +159,7 @@ class LanguageModel(TaskModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch, "train")
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["targets"].size(0))
+        self.log_train_step("train/loss", loss, batch["targets"].size(0))
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:
@@ -168,6 +174,22 @@ class LanguageModel(TaskModule):
 
     def on_train_epoch_start(self) -> None:
         self._carried["train"] = None
+
+    # exact mid-epoch resume: the carried training state goes into checkpoints and comes back (Lightning does
+    # not call on_train_epoch_start when it resumes mid-epoch; an epoch-end resume starts fresh as usual)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = self._carried["train"]
+        if state is not None:
+            checkpoint["carried_state"] = {k: v for k, v in state._asdict().items() if v is not None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        carried = checkpoint.get("carried_state")
+        self._carried["train"] = DecoderState(**carried) if carried else None
+
+    def on_train_start(self) -> None:
+        self._carried["train"] = map_state(self._carried["train"], lambda t: t.to(self.device))
 
     def on_validation_epoch_start(self) -> None:
         self._carried["val"] = None
@@ -223,31 +245,9 @@ class LanguageModel(TaskModule):
 
     # ---------------------------------------------------------------- decoding
     def cell_step(self, inputs: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """`decoder.step` for inference, layer by layer with the fused cell functions on the decoder's own weights.
-
-        Same result as `self.decoder.step` in eval mode (no dropout; tests check it), but on the CPU a
-        one-token `nn.LSTM` call costs ~5x more than per-layer `torch.lstm_cell` (1.2 vs 0.23 ms at
-        2 x 256), which is most of the time of sampling one sequence. Training uses `forward`.
-        """
-        rnn = self.decoder.rnn
-        if self.training or not rnn.bias:
-            out, state, _ = self.decoder.step(inputs, state)
-            return out, state
-        cell = self.decoder.cell
-        fn = {"lstm": torch.lstm_cell, "gru": torch.gru_cell}.get(cell)
-        if fn is None:
-            fn = torch.rnn_relu_cell if rnn.nonlinearity == "relu" else torch.rnn_tanh_cell
-        hidden, cells, x = [], [], inputs
-        for k in range(rnn.num_layers):
-            weights = (getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}"),
-                       getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}"))
-            if cell == "lstm":
-                x, c = fn(x, (state.hidden[:, k], state.cell[:, k]), *weights)
-                cells.append(c)
-            else:
-                x = fn(x, state.hidden[:, k], *weights)
-            hidden.append(x)
-        return x, state._replace(hidden=torch.stack(hidden, 1), cell=torch.stack(cells, 1) if cells else None)
+        """One decoder step (the decoder's fused per-layer cell path) without attention weights."""
+        out, state, _ = self.decoder.step(inputs, state)
+        return out, state
 
     def step_fn(self, banned: Sequence[int]):
         """The search step: previous tokens [N] and state -> (log-probs [N, V], new state)."""

@@ -25,7 +25,7 @@ from nlpseq.models.base import TaskModule
 from nlpseq.nn.decoders import DecoderState, RecurrentDecoder
 from nlpseq.nn.embeddings import TokenEmbedding
 from nlpseq.nn.encoders import RecurrentEncoder
-from nlpseq.nn.search import SearchResult, beam_search, greedy
+from nlpseq.nn.search import SearchResult, Shared, beam_search, greedy
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, TextTokenizer
 from nlpseq.utils.build import build
 
@@ -51,15 +51,6 @@ def check_search(cfg: dict | None, prefix: str = "model.search") -> dict:
 def is_lowercasing(tokenizer: TextTokenizer) -> bool:
     norm = tokenizer.hf.normalizer
     return norm is not None and norm.normalize_str("A") == "a"
-
-
-class FrozenMemory:
-    """Encoder memory for beam search, deliberately not a tensor container (see Translator._beam_state)."""
-
-    __slots__ = ("memory", "mask", "keys")
-
-    def __init__(self, memory: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor):
-        self.memory, self.mask, self.keys = memory, mask, keys
 
 
 class OutputLayer(nn.Module):
@@ -254,25 +245,26 @@ class Translator(TaskModule):
 
         The search reorders (index_select) every tensor of its state at each step. The memory, its mask and
         its projected keys are the same for all beams of a sentence, and beam search only ever reorders rows
-        within a sentence's block of beam_size rows, so they are expanded once here and held in a
-        `FrozenMemory` (not a tensor: the search passes it through untouched).
+        within a sentence's block of beam_size rows, so they are expanded once here and held in a `Shared`
+        (which the search only shrinks, when finished sentences leave the batch).
         """
         if not self.attends:
             return state, lambda t, st: self.step(t, st, matrix, bias)
         rows = torch.arange(state.memory.size(0), device=state.memory.device).repeat_interleave(beam_size)
-        frozen = FrozenMemory(state.memory.index_select(0, rows), state.memory_mask.index_select(0, rows),
-                              state.projected_keys.index_select(0, rows))
+        shared = Shared(state.memory.index_select(0, rows), state.memory_mask.index_select(0, rows),
+                        state.projected_keys.index_select(0, rows))
         light = state._replace(memory=None, memory_mask=None, projected_keys=None)
 
-        def step(tokens: torch.Tensor, st: tuple[DecoderState, FrozenMemory]):
+        def step(tokens: torch.Tensor, st: tuple[DecoderState, Shared]):
             dyn, mem = st
-            if dyn.hidden.size(0) != mem.memory.size(0):
-                raise RuntimeError("beam search changed the number of rows; FrozenMemory needs fixed beam blocks")
-            log_probs, new = self.step(tokens, dyn._replace(memory=mem.memory, memory_mask=mem.mask,
-                                                            projected_keys=mem.keys), matrix, bias)
+            memory, mask, keys = mem.tensors
+            if dyn.hidden.size(0) != memory.size(0):
+                raise RuntimeError("the decoder state and the Shared memory lost track of each other's rows")
+            log_probs, new = self.step(tokens, dyn._replace(memory=memory, memory_mask=mask, projected_keys=keys),
+                                       matrix, bias)
             return log_probs, (new._replace(memory=None, memory_mask=None, projected_keys=None), mem)
 
-        return (light, frozen), step
+        return (light, shared), step
 
     def attention_of(self, state: DecoderState, hyps: Sequence[Sequence[int]], ended: torch.Tensor) -> torch.Tensor:
         """Teacher-force chosen outputs to get their attention [B, T, S] (one batched decoder call)."""
@@ -300,7 +292,7 @@ class Translator(TaskModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         ntok = batch["num_tokens"]  # predicted target tokens (eos included), counted on the CPU by collate
         loss = self._loss_sum(batch, self.label_smoothing) / max(ntok, 1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=ntok)
+        self.log_train_step("train/loss", loss, ntok)
         return loss
 
     def train_flops_per_token(self, src_per_tgt: float = 1.0) -> float:

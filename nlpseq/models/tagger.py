@@ -57,39 +57,6 @@ class EmbeddingOptions:
             raise ConfigError("pretrained", f"expected a file path, got {self.pretrained!r}")
 
 
-def crf_marginals(crf: LinearChainCRF, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """p(tag_t = j | emissions) [B, T, K], like `crf.marginals`, by forward-backward in probability space
-    with every step rescaled: a [B, K] x [K, K] product per step instead of a logsumexp over [B, K, K]
-    (several times faster on CPU). Scores are shifted by their maxima before `exp`, so nothing overflows;
-    forbidden transitions (-1e4) become exact zeros. Padded positions get 0."""
-    em, trans, start, end, mask = crf._scores(emissions, mask)
-    batch, steps, k = em.shape
-    if steps == 0:
-        return em.new_zeros(em.shape)
-    e_trans = torch.exp(trans - trans.max())
-    e_em = torch.exp(em - em.amax(2, keepdim=True))                   # [B, T, K], max 1 per step
-    m = mask.unsqueeze(2).to(em.dtype)
-    alpha = torch.exp(start - start.max()) * e_em[:, 0]
-    alpha = alpha / alpha.sum(1, keepdim=True)
-    alphas = [alpha]
-    for t in range(1, steps):
-        nxt = (alpha @ e_trans) * e_em[:, t]
-        nxt = nxt / nxt.sum(1, keepdim=True).clamp_min(1e-30)
-        alpha = torch.where(mask[:, t:t + 1], nxt, alpha)
-        alphas.append(alpha)
-    e_end = torch.exp(end - end.max()).expand(batch, k)
-    beta = e_end / e_end.sum(1, keepdim=True)
-    betas = [beta]
-    for t in range(steps - 2, -1, -1):
-        nxt = (beta * e_em[:, t + 1]) @ e_trans.T
-        nxt = nxt / nxt.sum(1, keepdim=True).clamp_min(1e-30)
-        # the last real position of a sentence has only the end scores after it
-        beta = torch.where(mask[:, t + 1:t + 2], nxt, e_end / e_end.sum(1, keepdim=True))
-        betas.append(beta)
-    post = torch.stack(alphas, 1) * torch.stack(betas[::-1], 1)
-    return post / post.sum(2, keepdim=True).clamp_min(1e-30) * m
-
-
 class FastDropout(nn.Module):
     """nn.Dropout's result from a uniform draw: on CPU `bernoulli_` is ~3x slower than `rand` + compare."""
 
@@ -187,21 +154,13 @@ class SequenceTagger(TaskModule):
                 words = torch.cat(parts, -1)
                 index = batch["piece_word"].unsqueeze(-1).expand(-1, -1, words.size(-1))
                 x = torch.cat([x, words.gather(1, index)], -1)
-            states = self._encode(self.input_dropout(x), batch["piece_lengths"])
+            states = self.encoder(self.input_dropout(x), batch["piece_lengths"]).states
             index = batch["first_piece"].unsqueeze(-1).expand(-1, -1, states.size(-1))
             states = states.gather(1, index)
         else:
             x = torch.cat([self.word_embedding(self._drop_words(batch["word_ids"])), *parts], -1)
-            states = self._encode(self.input_dropout(x), lengths)
+            states = self.encoder(self.input_dropout(x), lengths).states
         return self.head(states), mask
-
-    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Encoder states; a batch of equal lengths (common once batches are sorted by length) skips
-        packing, which gives the same states and lets CPU torch use its faster (oneDNN) LSTM kernel."""
-        lengths = lengths.cpu()
-        if bool((lengths == x.size(1)).all()):
-            return self.encoder.rnn(x)[0]
-        return self.encoder(x, lengths).states
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """CRF: negative log-likelihood per sentence, averaged; softmax: cross-entropy per word."""
@@ -217,7 +176,7 @@ class SequenceTagger(TaskModule):
             paths, _ = self.crf.decode(emissions, mask)
             if not confidence:
                 return paths, None
-            marginals = crf_marginals(self.crf, emissions, mask)
+            marginals = self.crf.marginals(emissions, mask)
             return paths, marginals.gather(2, paths.unsqueeze(2)).squeeze(2)
         probs = torch.softmax(emissions.float(), -1)
         conf, paths = probs.max(-1)
@@ -257,7 +216,7 @@ class SequenceTagger(TaskModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         emissions, mask = self(batch)
         loss = self.loss(emissions, batch["tags"], mask)
-        self.log("train/loss", loss, prog_bar=True, batch_size=mask.size(0))
+        self.log_train_step("train/loss", loss, mask.size(0))
         return loss
 
     def train_flops_per_token(self) -> float:

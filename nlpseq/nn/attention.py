@@ -61,12 +61,17 @@ class BahdanauAttention(_Attention):
         self.energy_layer = nn.Linear(hidden_size, 1, bias=False)
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return self.key_layer(keys)
+        # doubled: `score` evaluates tanh(z) as 2 * sigmoid(2z) - 1 (see there)
+        return 2.0 * self.key_layer(keys)
 
     def score(self, queries: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
-        # [B, T, 1, H] + [B, 1, S, H]: T*S*H work; the decoder calls this with T = 1 per step
-        energy = torch.tanh(self.query_layer(queries).unsqueeze(2) + projected_keys.unsqueeze(1))
-        return self.energy_layer(energy).squeeze(-1)
+        """v . tanh(W_q q + W_k k), over [B, T, 1, H] + [B, 1, S, H]: T*S*H elementwise work, the decoder's
+        largest per step (T = 1) after the matrix products. CPU torch's tanh is ~8x slower than its sigmoid
+        (12 vs 1.5 ms for 1.6M floats here), so tanh(z) = 2 sigmoid(2z) - 1 (equal to ~1e-7), with the
+        affine part folded into the dot product: v . tanh(z) = 2 v . sigmoid(2z) - sum(v)."""
+        z2 = (2.0 * self.query_layer(queries)).unsqueeze(2) + projected_keys.unsqueeze(1)
+        v = self.energy_layer.weight  # [1, H]
+        return 2.0 * (torch.sigmoid_(z2) @ v.squeeze(0)) - v.sum()
 
 
 class LuongAttention(_Attention):

@@ -3,6 +3,14 @@
 Shapes: emissions [B, T, K], tags [B, T] (long), mask [B, T] (bool, right-padded: each row is some
 real positions followed by padding). A row with no real position is an empty sentence: its one (empty)
 path scores 0, so its likelihood is 1 and its nll 0. All scores are computed in at least float32.
+
+The partition function and the marginals run forward-backward in probability space, renormalised at
+every step (Rabiner's scaling): per step a [B, K] x [K, K] product instead of a logsumexp over
+[B, K, K], about 3x fewer and smaller kernels, forward and backward, which matters because the loop
+is over time steps. Scores are shifted by their maxima before `exp` and the recursion runs in float64,
+so nothing overflows and nothing that matters underflows (a tag would need a score ~700 nats below a
+step's best to vanish). Forbidden transitions (NOT_ALLOWED) become exact zeros.
+Steps where every row is real skip the padding select (one host read of the mask per call).
 """
 from __future__ import annotations
 
@@ -100,15 +108,39 @@ class LinearChainCRF(nn.Module):
         end = (self.end + self.end_penalty).to(dtype)
         return emissions.to(dtype), trans, start, end, mask.bool()
 
-    def _forward_alphas(self, em: torch.Tensor, trans: torch.Tensor, start: torch.Tensor,
-                        mask: torch.Tensor) -> list[torch.Tensor]:
-        """log alpha_t [B, K] for each step: the log-sum of all prefixes ending in each tag.
-        Padded steps copy the last real one."""
-        alphas = [start + em[:, 0]]
+    def _scaled_forward(self, em: torch.Tensor, trans: torch.Tensor, start: torch.Tensor, mask: torch.Tensor,
+                        full: list[bool]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward pass in probability space, float64. Returns alpha_t [B, K] for every step (each sums to 1
+        and is proportional to exp(log alpha_t); padded steps copy the last real one); the log of what the
+        normalisation and the shifts took out, summed over real steps [B] (log alpha_T = log(alphas[-1]) +
+        that); and the shifted exponentials of the emissions [B, T, K] and transitions [K, K].
+        full[t]: every row is real at step t."""
+        em = em.double()
+        em_shift = em.amax(2, keepdim=True)
+        e_em = torch.exp(em - em_shift)                                  # [B, T, K], max 1 per step
+        trans_shift = trans.max()
+        e_trans = torch.exp(trans - trans_shift).double()
+        start_shift = start.max()
+        alpha = torch.exp(start - start_shift).double() * e_em[:, 0]
+        norms = [alpha.sum(1)]
+        alpha = alpha / norms[0].unsqueeze(1)
+        alphas = [alpha]
         for t in range(1, em.size(1)):
-            nxt = torch.logsumexp(alphas[-1].unsqueeze(2) + trans + em[:, t].unsqueeze(1), dim=1)
-            alphas.append(torch.where(mask[:, t].unsqueeze(1), nxt, alphas[-1]))
-        return alphas
+            nxt = (alpha @ e_trans) * e_em[:, t]
+            norm = nxt.sum(1)
+            nxt = nxt / norm.unsqueeze(1)
+            if full[t]:
+                alpha = nxt
+            else:
+                real = mask[:, t]
+                alpha = torch.where(real.unsqueeze(1), nxt, alpha)
+                norm = torch.where(real, norm, 1.0)
+            norms.append(norm)
+            alphas.append(alpha)
+        real_steps = mask.sum(1)
+        log_scale = (torch.log(torch.stack(norms, 1)).sum(1) + (em_shift.squeeze(2) * mask).sum(1)
+                     + (real_steps - 1).clamp(min=0) * trans_shift.double() + start_shift.double())
+        return alphas, log_scale, e_em, e_trans
 
     # ---- training ----
 
@@ -131,8 +163,10 @@ class LinearChainCRF(nn.Module):
         em, trans, start, end, mask = self._scores(emissions, mask)
         if em.size(1) == 0:
             return em.new_zeros(em.size(0))
-        log_z = torch.logsumexp(self._forward_alphas(em, trans, start, mask)[-1] + end, dim=1)
-        return torch.where(mask.any(1), log_z, 0.0)
+        alphas, log_scale, _, _ = self._scaled_forward(em, trans, start, mask, mask.all(0).tolist())
+        end_shift = end.max()
+        log_z = torch.log((alphas[-1] * torch.exp(end - end_shift).double()).sum(1)) + log_scale + end_shift.double()
+        return torch.where(mask.any(1), log_z, 0.0).to(em.dtype)
 
     def log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log p(tags | emissions) [B]."""
@@ -150,9 +184,33 @@ class LinearChainCRF(nn.Module):
     # ---- inference ----
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Viterbi: the best path [B, T] (0 at padded positions) and its score [B]."""
-        paths, scores = self.nbest(emissions, mask, 1)
-        return paths[:, 0], scores[:, 0]
+        """Viterbi: the best path [B, T] (0 at padded positions) and its score [B] (0 for an empty sentence).
+        The same result as `nbest(..., 1)`, with a cheaper max per step instead of a top-n."""
+        em, trans, start, end, mask = self._scores(emissions, mask)
+        batch, steps, k = em.shape
+        if steps == 0:
+            return torch.zeros(batch, 0, dtype=torch.long, device=em.device), em.new_zeros(batch)
+        full = mask.all(0).tolist()
+        stay = torch.arange(k, device=em.device).expand(batch, k)  # padding points to itself
+        score = start + em[:, 0]
+        pointers = []
+        for t in range(1, steps):
+            best, arg = (score.unsqueeze(2) + trans).max(1)  # over the previous tag
+            nxt = best + em[:, t]
+            if full[t]:
+                score = nxt
+            else:
+                real = mask[:, t].unsqueeze(1)
+                score, arg = torch.where(real, nxt, score), torch.where(real, arg, stay)
+            pointers.append(arg)
+        scores, tag = (score + end).max(1)
+        tag = tag.unsqueeze(1)
+        path = [tag]
+        for ptr in reversed(pointers):
+            tag = ptr.gather(1, tag)
+            path.append(tag)
+        paths = torch.cat(path[::-1], 1)
+        return paths.masked_fill(~mask, 0), torch.where(mask.any(1), scores, 0.0)
 
     def nbest(self, emissions: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The `n` best paths [B, n, T] (0 at padded positions) and their scores [B, n], best first.
@@ -195,17 +253,23 @@ class LinearChainCRF(nn.Module):
         return paths.masked_fill(invalid, 0), scores
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Posterior p(tag_t = j | emissions) [B, T, K] by forward-backward; rows sum to 1 at real
-        positions and are 0 at padded ones."""
+        """Posterior p(tag_t = j | emissions) [B, T, K] by forward-backward (in probability space, see the
+        module docstring); rows sum to 1 at real positions and are 0 at padded ones."""
         em, trans, start, end, mask = self._scores(emissions, mask)
-        if em.size(1) == 0:
+        batch, steps, k = em.shape
+        if steps == 0:
             return em.new_zeros(em.shape)
-        alphas = self._forward_alphas(em, trans, start, mask)
-        # log beta_t: log-sum of all suffixes after position t; the last real position has just `end`
-        betas = [end.expand_as(alphas[-1])]
-        for t in range(em.size(1) - 2, -1, -1):
-            nxt = torch.logsumexp(trans + (em[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)
-            betas.append(torch.where(mask[:, t + 1].unsqueeze(1), nxt, end))
-        log_alpha, log_beta = torch.stack(alphas, 1), torch.stack(betas[::-1], 1)
-        log_z = torch.logsumexp(alphas[-1] + end, dim=1).view(-1, 1, 1)
-        return torch.exp(log_alpha + log_beta - log_z) * mask.unsqueeze(2)
+        full = mask.all(0).tolist()
+        alphas, _, e_em, e_trans = self._scaled_forward(em, trans, start, mask, full)
+        e_end = torch.exp(end - end.max()).double()
+        last_beta = (e_end / e_end.sum()).expand(batch, k)  # after a sentence's last real position: the end scores
+        beta = last_beta
+        betas = [beta]
+        for t in range(steps - 2, -1, -1):
+            nxt = (beta * e_em[:, t + 1]) @ e_trans.T
+            nxt = nxt / nxt.sum(1, keepdim=True)
+            beta = nxt if full[t + 1] else torch.where(mask[:, t + 1:t + 2], nxt, last_beta)
+            betas.append(beta)
+        post = torch.stack(alphas, 1) * torch.stack(betas[::-1], 1)
+        post = post / post.sum(2, keepdim=True)
+        return (post * mask.unsqueeze(2)).to(em.dtype)

@@ -16,8 +16,14 @@ Conventions shared by all searches:
   open after max_len steps ends there, without eos.
 - Output tokens exclude bos and eos. Scores are summed model log-probabilities, eos included
   (beam search divides by the length penalty).
-- Finished rows keep being fed (eos) so the batch stays rectangular; the loop stops as soon as every
-  row is finished, with one host sync per step for that test and none per sentence.
+- Finished items leave the batch: once at least a quarter of the rows still searched are finished,
+  their results are written out and the state shrinks to the open ones (`select_state`), so later
+  steps compute fewer rows. Until then finished rows keep being fed (eos) and change nothing.
+  Rows never interact, so results do not depend on when this happens. One host sync per step (how
+  many rows finished), none per sentence. Sampling keeps every row (its random draws depend on the
+  number of rows, and seeded samples stay as they were).
+- State tensors that are equal for all beams of an item (an encoder memory, its mask, projected keys)
+  can be wrapped in `Shared`: beam search then never reorders them, only drops the rows of finished items.
 """
 from __future__ import annotations
 
@@ -45,22 +51,46 @@ class SearchResult:
     ended: torch.Tensor
 
 
-def map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Apply fn to every tensor in a nesting of tuples, NamedTuples, lists and dicts; other leaves pass through."""
+class Shared:
+    """Batch-first state tensors that are the same for every beam of an item (e.g. the encoder memory).
+
+    `select_state` (the per-step beam reordering, which only moves rows within an item's block of beams)
+    passes them through untouched; `select_state(..., shared=True)` also selects their rows, which beam
+    search does when finished items leave the batch. Saves copying the memory at every step.
+    """
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+
+def map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor], shared: bool = False) -> Any:
+    """Apply fn to every tensor in a nesting of tuples, NamedTuples, lists and dicts; other leaves pass through,
+    and so do `Shared` tensors unless `shared`."""
     if isinstance(state, torch.Tensor):
         return fn(state)
     if isinstance(state, tuple) and hasattr(state, "_fields"):  # NamedTuple
-        return type(state)(*(map_state(s, fn) for s in state))
+        return type(state)(*(map_state(s, fn, shared) for s in state))
     if isinstance(state, (tuple, list)):
-        return type(state)(map_state(s, fn) for s in state)
+        return type(state)(map_state(s, fn, shared) for s in state)
     if isinstance(state, dict):
-        return {k: map_state(v, fn) for k, v in state.items()}
+        return {k: map_state(v, fn, shared) for k, v in state.items()}
+    if shared and isinstance(state, Shared):
+        return Shared(*(fn(t) for t in state.tensors))
     return state
 
 
-def select_state(state: Any, index: torch.Tensor) -> Any:
-    """Rows `index` (LongTensor [N]) of every batch-first tensor in state: reorders, expands or shrinks it."""
-    return map_state(state, lambda t: t.index_select(0, index))
+def select_state(state: Any, index: torch.Tensor, shared: bool = False) -> Any:
+    """Rows `index` (LongTensor [N]) of every batch-first tensor in state: reorders, expands or shrinks it.
+    `Shared` tensors only with `shared`."""
+    return map_state(state, lambda t: t.index_select(0, index), shared)
+
+
+def _should_compact(n_done: int, rows: int) -> bool:
+    """Drop finished rows once they are a quarter of the batch: each drop copies the state (memory
+    included), each kept finished row costs a row of every later step."""
+    return n_done > 0 and 4 * n_done >= rows
 
 
 def top_k_top_p_filter(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -117,28 +147,44 @@ def _to_lists(tokens: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
 
 
 def _decode(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, max_len: int | torch.Tensor,
-            batch_size: int, choose: Callable[[torch.Tensor], torch.Tensor]) -> SearchResult:
-    """The loop shared by greedy and sampling: choose(log_probs [B, V]) -> next tokens [B]."""
+            batch_size: int, choose: Callable[[torch.Tensor], torch.Tensor], compact: bool = True) -> SearchResult:
+    """The loop shared by greedy and sampling: choose(log_probs [A, V]) -> next tokens [A] for the A rows
+    still searched (`alive` holds their item ids; with `compact`, finished rows leave)."""
     device, tokens, max_t = _setup(state, bos, max_len, batch_size)
-    finished = max_t <= 0
+    T = int(max_t.max())
+    out = torch.full((batch_size, max(T, 0)), eos, dtype=torch.long, device=device)
     scores = torch.zeros(batch_size, device=device)
     lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
     ended = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    steps = []
-    for t in range(int(max_t.max())):
-        if bool(finished.all()):
+    alive = torch.arange(batch_size, device=device)
+    finished = max_t <= 0
+    a_scores, a_lengths, a_ended = scores.clone(), lengths.clone(), ended.clone()
+
+    def write(rows: torch.Tensor) -> None:
+        ids = alive[rows]
+        scores[ids], lengths[ids], ended[ids] = a_scores[rows], a_lengths[rows], a_ended[rows]
+
+    for t in range(T):
+        n_done = int(finished.sum())
+        if n_done == alive.numel():
             break
+        if compact and _should_compact(n_done, alive.numel()):
+            write(finished.nonzero().squeeze(1))
+            keep = (~finished).nonzero().squeeze(1)
+            state = select_state(state, keep, shared=True)
+            alive, tokens, max_t, finished = alive[keep], tokens[keep], max_t[keep], finished[keep]
+            a_scores, a_lengths, a_ended = a_scores[keep], a_lengths[keep], a_ended[keep]
         log_probs, state = step_fn(tokens, state)
         chosen = choose(log_probs)
         open_ = ~finished
-        scores = scores + torch.where(open_, log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1).float(), 0.0)
+        a_scores = a_scores + torch.where(open_, log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1).float(), 0.0)
         is_eos = chosen == eos
-        ended |= open_ & is_eos
-        lengths += open_ & ~is_eos
-        steps.append(torch.where(open_, chosen, eos))
+        a_ended = a_ended | (open_ & is_eos)
+        a_lengths = a_lengths + (open_ & ~is_eos)
+        out[:, t].index_copy_(0, alive, torch.where(open_, chosen, eos))
         finished = finished | is_eos | (t + 1 >= max_t)
         tokens = torch.where(finished, eos, chosen)
-    out = torch.stack(steps, 1) if steps else torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+    write(torch.arange(alive.numel(), device=device))
     return SearchResult([[seq] for seq in _to_lists(out, lengths)], scores.unsqueeze(1), ended.unsqueeze(1))
 
 
@@ -168,7 +214,7 @@ def sample(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, max_l
         logits = top_k_top_p_filter(log_probs.float() / temperature, top_k, top_p)
         return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
-    return _decode(step_fn, state, bos, eos, max_len, batch_size, draw)
+    return _decode(step_fn, state, bos, eos, max_len, batch_size, draw, compact=False)
 
 
 # ---- beam search ----
@@ -199,18 +245,25 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
         raise ConfigError("n_best", f"must be <= beam_size ({beam_size}), got {n_best}")
     device, bos_t, max_t = _setup(state, bos, max_len, batch_size)
     B, K, N = batch_size, beam_size, n_best
-    T = int(max_t.max())
+    T = max(int(max_t.max()), 0)
     neg_inf = float("-inf")
-    item = torch.arange(B, device=device)
+    beams = torch.arange(K, device=device)
 
-    state = select_state(state, item.repeat_interleave(K))
+    # results of all items, written as items leave the search
+    out_scores = torch.full((B, N), neg_inf, device=device)   # length-penalised
+    out_seqs = torch.zeros(B, N, T, dtype=torch.long, device=device)
+    out_lens = torch.zeros(B, N, dtype=torch.long, device=device)
+    out_ended = torch.zeros(B, N, dtype=torch.bool, device=device)
+
+    # the A items still searched (alive: their ids), each with K open beams (rows a * K + k) and N finished
+    alive = torch.arange(B, device=device)
+    state = select_state(state, alive.repeat_interleave(K))
     tokens = bos_t.repeat_interleave(K)
     # only beam 0 is open at first, so the K copies of bos don't yield K identical hypotheses
     open_scores = torch.full((B, K), neg_inf, device=device)
     open_scores[:, 0] = 0.0
     open_seqs = torch.zeros(B, K, T, dtype=torch.long, device=device)
-
-    fin_scores = torch.full((B, N), neg_inf, device=device)   # length-penalised
+    fin_scores = torch.full((B, N), neg_inf, device=device)
     fin_seqs = torch.zeros(B, N, T, dtype=torch.long, device=device)
     fin_lens = torch.zeros(B, N, dtype=torch.long, device=device)
     fin_ended = torch.zeros(B, N, dtype=torch.bool, device=device)
@@ -218,14 +271,30 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
     fin_scores[:, 0] = torch.where(done, 0.0, neg_inf)  # max_len 0: the empty hypothesis
     max_lp = length_penalty_factor(max_t.clamp(min=1).float(), length_penalty)
 
+    def write(items: torch.Tensor) -> None:
+        ids = alive[items]
+        out_scores[ids], out_seqs[ids], out_lens[ids], out_ended[ids] = (
+            fin_scores[items], fin_seqs[items], fin_lens[items], fin_ended[items])
+
     for t in range(T):
-        if bool(done.all()):
+        A = alive.numel()
+        n_done = int(done.sum())
+        if n_done == A:
             break
+        if _should_compact(n_done, A):  # finished items leave: their rows are never computed again
+            write(done.nonzero().squeeze(1))
+            keep = (~done).nonzero().squeeze(1)
+            state = select_state(state, (keep.unsqueeze(1) * K + beams).view(-1), shared=True)
+            tokens = tokens.view(A, K)[keep].view(-1)
+            alive, max_t, max_lp, done = alive[keep], max_t[keep], max_lp[keep], done[keep]
+            open_scores, open_seqs = open_scores[keep], open_seqs[keep]
+            fin_scores, fin_seqs, fin_lens, fin_ended = fin_scores[keep], fin_seqs[keep], fin_lens[keep], fin_ended[keep]
+            A = alive.numel()
         log_probs, state = step_fn(tokens, state)
         V = log_probs.size(-1)
         open_scores = open_scores.masked_fill(done.unsqueeze(1), neg_inf)  # finished items propose nothing
-        cand = (open_scores.unsqueeze(2) + log_probs.float().view(B, K, V)).view(B, K * V)
-        top_scores, top_idx = torch.topk(cand, min(2 * K, K * V), dim=1)   # [B, C], best first
+        cand = (open_scores.unsqueeze(2) + log_probs.float().view(A, K, V)).view(A, K * V)
+        top_scores, top_idx = torch.topk(cand, min(2 * K, K * V), dim=1)   # [A, C], best first
         top_beam, top_tok = top_idx // V, top_idx % V
         is_eos = top_tok == eos
         last = (t + 1 >= max_t).unsqueeze(1)                                  # at max_len everything finishes
@@ -233,7 +302,7 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
         finite = top_scores > neg_inf
 
         # the candidates' sequences: their parent's tokens plus the new one (left out if eos)
-        cand_seqs = open_seqs.gather(1, top_beam.unsqueeze(2).expand(-1, -1, T))  # [B, C, T]
+        cand_seqs = open_seqs.gather(1, top_beam.unsqueeze(2).expand(-1, -1, T))  # [A, C, T]
         cand_seqs[:, :, t] = torch.where(is_eos, 0, top_tok)
 
         # finishing: eos within the top K, or the best K non-eos ones at max_len
@@ -248,18 +317,19 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
         fin_ended = torch.cat([fin_ended, is_eos], 1).gather(1, pick)
 
         # staying open: the best K non-eos candidates
-        keep_scores, keep = torch.topk(top_scores.masked_fill(is_eos, neg_inf), K, dim=1)
+        keep_scores, keep_idx = torch.topk(top_scores.masked_fill(is_eos, neg_inf), K, dim=1)
         open_scores = keep_scores.masked_fill(last, neg_inf)
-        open_seqs = cand_seqs.gather(1, keep.unsqueeze(2).expand(-1, -1, T))
-        parents = top_beam.gather(1, keep)
-        tokens = top_tok.gather(1, keep).view(-1)
-        state = select_state(state, (item.unsqueeze(1) * K + parents).view(-1))
+        open_seqs = cand_seqs.gather(1, keep_idx.unsqueeze(2).expand(-1, -1, T))
+        parents = top_beam.gather(1, keep_idx)
+        tokens = top_tok.gather(1, keep_idx).view(-1)
+        state = select_state(state, (torch.arange(A, device=device).unsqueeze(1) * K + parents).view(-1))
 
         best_open = open_scores.max(dim=1).values
         bound = best_open / max_lp  # max_lp is 1 without length penalty
         done = done | last.squeeze(1) | (fin_scores[:, -1] >= bound)
+    write(torch.arange(alive.numel(), device=device))
 
-    seqs = _to_lists(fin_seqs.view(B * N, T), fin_lens.view(-1))
-    valid = (fin_scores > neg_inf).tolist()
+    seqs = _to_lists(out_seqs.view(B * N, T), out_lens.view(-1))
+    valid = (out_scores > neg_inf).tolist()
     tokens_out = [[seqs[b * N + k] for k in range(N) if valid[b][k]] for b in range(B)]
-    return SearchResult(tokens_out, fin_scores, fin_ended)
+    return SearchResult(tokens_out, out_scores, out_ended)

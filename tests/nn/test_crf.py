@@ -278,3 +278,56 @@ def test_constrained_decoding_matches_brute_force_over_allowed_paths(scheme):
             assert is_allowed(path.tolist(), *constraints)
         broken += not is_allowed(unconstrained.decode(emissions, mask)[0][b, :n].tolist(), *constraints)
     assert broken > 0  # the constraints did change something
+
+
+# ---- the probability-space forward-backward against a log-space reference on long sentences ----
+
+def log_space_reference(crf: LinearChainCRF, emissions: torch.Tensor, mask: torch.Tensor):
+    """log Z [B] and marginals [B, T, K] by the textbook log-space forward-backward (float64, one row at a time)."""
+    trans = (crf.transitions + crf.transition_penalty).double()
+    start, end = (crf.start + crf.start_penalty).double(), (crf.end + crf.end_penalty).double()
+    log_z, marginals = [], torch.zeros(emissions.shape, dtype=torch.float64)
+    for b in range(emissions.size(0)):
+        n = int(mask[b].sum())
+        em = emissions[b, :n].double()
+        alpha, beta = [start + em[0]], [end]
+        for t in range(1, n):
+            alpha.append(torch.logsumexp(alpha[-1].unsqueeze(1) + trans + em[t].unsqueeze(0), 0))
+        for t in range(n - 2, -1, -1):
+            beta.append(torch.logsumexp(trans + (em[t + 1] + beta[-1]).unsqueeze(0), 1))
+        z = torch.logsumexp(alpha[-1] + end, 0)
+        log_z.append(z)
+        marginals[b, :n] = torch.exp(torch.stack(alpha) + torch.stack(beta[::-1]) - z)
+    return torch.stack(log_z), marginals
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float64, 3.0), (torch.float32, 3.0), (torch.float32, 40.0)])
+def test_partition_and_marginals_match_log_space_on_long_constrained_sentences(dtype, scale):
+    labels = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+    crf = make_crf(len(labels), 5, *transition_constraints(labels, "BIOES")).to(dtype)
+    g = torch.Generator().manual_seed(3)
+    emissions = (torch.randn(4, 120, len(labels), generator=g) * scale).to(dtype)  # sharp, long: scaling matters
+    lengths = torch.tensor([120, 77, 1, 40])
+    mask = torch.arange(120).unsqueeze(0) < lengths.unsqueeze(1)
+    ref_z, ref_marg = log_space_reference(crf, emissions, mask)
+    tol = 1e-9 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(crf.log_partition(emissions, mask).double(), ref_z, rtol=1e-6 if dtype == torch.float32
+                               else 1e-12, atol=tol)
+    marg = crf.marginals(emissions, mask)
+    assert marg.dtype == dtype and not torch.isnan(marg).any()
+    torch.testing.assert_close(marg.double(), ref_marg, rtol=0, atol=tol)
+    nll = crf(emissions.requires_grad_(True), torch.zeros(4, 120, dtype=torch.long), mask, reduction="sum")
+    nll.backward()  # forbidden gold paths give a huge but finite loss, and finite gradients
+    assert torch.isfinite(nll) and torch.isfinite(emissions.grad).all()
+
+
+@pytest.mark.parametrize("scheme", ["IOB2", "BIOES"])
+def test_viterbi_equals_the_best_of_nbest_with_constraints_and_padding(scheme):
+    labels = ["O", "B-X", "I-X", "B-Y", "I-Y"] if scheme == "IOB2" else ["O", "B-X", "I-X", "E-X", "S-X"]
+    crf = make_crf(5, 1, *transition_constraints(labels, scheme))
+    emissions, _, mask = random_batch(5, batch=8, steps=9, seed=4)
+    mask[3] = False  # an empty sentence
+    paths, scores = crf.decode(emissions, mask)
+    top, top_scores = crf.nbest(emissions, mask, 1)
+    assert torch.equal(paths, top[:, 0]) and torch.allclose(scores, top_scores[:, 0])
+    assert scores[3].item() == 0.0 and (paths[3] == 0).all()

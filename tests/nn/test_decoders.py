@@ -216,3 +216,76 @@ def test_misuse_of_init_state():
         make(None).init_state(3, final, memory)
     with pytest.raises(ValueError, match="encoder_final"):
         make(None).init_state(3)
+
+
+@pytest.mark.parametrize("kind,layers,bias", [("lstm", 1, True), ("lstm", 3, True), ("gru", 2, True),
+                                              ("gru", 2, False), ("rnn_tanh", 2, True), ("rnn_relu", 1, False)])
+def test_rnn_step_equals_a_one_token_rnn_call(kind, layers, bias):
+    # the decoder's fused per-layer cell path against nn.LSTM/GRU/RNN on a one-token sequence: eval mode
+    # (inter-layer dropout off) and, with dropout 0, training mode including gradients
+    from nlpseq.nn.decoders import rnn_step
+
+    torch.manual_seed(0)
+    for dropout, train in ((0.4 if layers > 1 else 0.0, False), (0.0, True)):
+        if kind.startswith("rnn"):
+            rnn = torch.nn.RNN(5, 6, layers, nonlinearity=kind[4:], bias=bias, batch_first=True, dropout=dropout)
+        else:
+            rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](5, 6, layers, bias=bias, batch_first=True,
+                                                                   dropout=dropout)
+        rnn = rnn.double().train(train)
+        x = torch.randn(4, 5, dtype=torch.double)
+        h = torch.randn(layers, 4, 6, dtype=torch.double)
+        c = torch.randn(layers, 4, 6, dtype=torch.double) if kind == "lstm" else None
+        grads = []
+        for fast in (True, False):
+            rnn.zero_grad()
+            if fast:
+                out, hs, cs = rnn_step(rnn, x, list(h.unbind(0)), None if c is None else list(c.unbind(0)))
+                states = [torch.stack(hs)] + ([torch.stack(cs)] if cs is not None else [])
+            else:
+                out, hx = rnn(x.unsqueeze(1), h if c is None else (h, c))
+                out, states = out[:, 0], list(hx) if c is not None else [hx]
+            (out.sum() + sum(s.square().sum() for s in states)).backward()
+            grads.append((out, states, [p.grad.clone() for p in rnn.parameters()]))
+        (out, states, g), (ref, ref_states, ref_g) = grads
+        close(out, ref)
+        for a, b in zip(states, ref_states):
+            close(a, b)
+        for a, b in zip(g, ref_g):
+            close(a, b)
+
+
+def test_rnn_step_dropout_between_layers_in_training_only():
+    from nlpseq.nn.decoders import rnn_step
+
+    rnn = torch.nn.LSTM(5, 6, 2, batch_first=True, dropout=0.5).train()
+    x, h, c = torch.randn(3, 5), [torch.zeros(3, 6)] * 2, [torch.zeros(3, 6)] * 2
+    assert not torch.equal(rnn_step(rnn, x, h, c)[0], rnn_step(rnn, x, h, c)[0])
+    rnn.eval()
+    assert torch.equal(rnn_step(rnn, x, h, c)[0], rnn_step(rnn, x, h, c)[0])
+
+
+@pytest.mark.parametrize("attention,input_feeding", [("bahdanau", False), ("luong_general", True)])
+def test_teacher_forced_loop_gradients_match_the_step_path(attention, input_feeding):
+    # training runs the time loop through the same cell path: gradients of forward == of a manual step loop
+    dec = make(attention, input_feeding, "gru")
+    dec.train()
+    dec.dropout.p = 0.0
+    dec.rnn.dropout = 0.0
+    x, final, memory = batch()
+    grads = []
+    for manual in (False, True):
+        dec.zero_grad()
+        state = start(dec, final, memory)
+        if manual:
+            outs = []
+            for t in range(x.size(1)):
+                out, state, _ = dec.step(x[:, t], state)
+                outs.append(out)
+            outputs = torch.stack(outs, 1)
+        else:
+            outputs, _, _ = dec(x, state)
+        outputs.square().sum().backward()
+        grads.append([p.grad.clone() for p in dec.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        close(a, b)

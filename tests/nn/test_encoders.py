@@ -59,3 +59,40 @@ def test_gradients_flow_through_packing():
     x = torch.randn(2, 5, 3, requires_grad=True)
     enc(x, torch.tensor([5, 2])).final.sum().backward()
     assert x.grad[1, 2:].abs().sum() == 0 and x.grad[1, :2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("bidirectional,layers", list(itertools.product([False, True], [1, 2])))
+def test_cpu_lstm_path_equals_the_packed_path_with_gradients(bidirectional, layers):
+    # the CPU LSTM path runs unpacked (each direction alone, the backward one over rows reversed within
+    # their lengths); return_hidden=True takes the packed nn.LSTM path: both must agree, gradients included
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(8, hidden_size=6, cell="lstm", num_layers=layers, bidirectional=bidirectional).double()
+    x = torch.randn(4, 7, 8, dtype=torch.double)
+    lengths = torch.tensor([7, 3, 5, 1])
+    results = []
+    for return_hidden in (False, True):
+        xi = x.clone().requires_grad_(True)
+        enc.zero_grad()
+        out = enc(xi, lengths, return_hidden=return_hidden)
+        assert (out.hidden is None) != return_hidden
+        (out.states.sin().sum() + out.final.cos().sum()).backward()
+        results.append((out.states, out.final, xi.grad, [p.grad.clone() for p in enc.parameters()]))
+    (fast_s, fast_f, fast_gx, fast_gp), (ref_s, ref_f, ref_gx, ref_gp) = results
+    torch.testing.assert_close(fast_s, ref_s, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_f, ref_f, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_gx, ref_gx, rtol=0, atol=1e-12)
+    for a, b in zip(fast_gp, ref_gp):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_cpu_lstm_path_equal_lengths_and_inter_layer_dropout():
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(5, hidden_size=4, cell="lstm", num_layers=2, dropout=0.5)
+    x = torch.randn(3, 6, 5)
+    full = torch.tensor([6, 6, 6])
+    torch.testing.assert_close(enc.eval()(x, full).states, enc(x, full, return_hidden=True).states)
+    enc.train()  # dropout between the layers is on in training, off in eval, on both paths
+    ragged = torch.tensor([6, 2, 4])
+    assert not torch.equal(enc(x, ragged).states, enc(x, ragged).states)
+    enc.eval()
+    torch.testing.assert_close(enc(x, ragged).states, enc(x, ragged, return_hidden=True).states)

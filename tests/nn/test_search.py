@@ -384,3 +384,93 @@ def test_decoder_prompt_and_attention_recomputation():
         torch.testing.assert_close((logp * valid).sum(1).float(), result.scores[:, 0], atol=1e-5, rtol=0)
         assert weights.shape == (B, n, S)
         torch.testing.assert_close(weights.sum(-1), valid.double())
+
+
+# ---- finished items leave the batch ----
+
+def test_shared_state_is_only_selected_when_asked():
+    from nlpseq.nn.search import Shared
+
+    state = (torch.arange(4), Shared(torch.arange(4) * 10))
+    moved = select_state(state, torch.tensor([3, 3, 0]))
+    assert moved[0].tolist() == [3, 3, 0] and moved[1] is state[1]
+    shrunk = select_state(state, torch.tensor([1, 2]), shared=True)
+    assert shrunk[1].tensors[0].tolist() == [10, 20]
+
+
+@pytest.fixture
+def never_compact(monkeypatch):
+    import nlpseq.nn.search as search
+
+    def use(flag: bool):
+        monkeypatch.setattr(search, "_should_compact", (lambda n, rows: n > 0) if flag else (lambda n, rows: False))
+    return use
+
+
+def test_dropping_finished_items_changes_no_result(never_compact):
+    V, B, T = 8, 6, 12
+    table = torch.log_softmax(item_table(B, T, V, seed=7) + torch.tensor([1.5] + [0.0] * (V - 1),
+                                                                           dtype=torch.double), -1)
+    max_len = torch.tensor([12, 3, 7, 12, 1, 10])
+    bos = torch.arange(1, B + 1) % V
+    searches = {"greedy": lambda: greedy(item_step(table), item_state(B), bos, EOS, max_len, B),
+                "beam": lambda: beam_search(item_step(table), item_state(B), bos, EOS, max_len, B, 4, 0.8, 3)}
+    for name, run in searches.items():
+        never_compact(False)
+        ref = run()
+        never_compact(True)  # drop at every chance
+        out = run()
+        assert out.tokens == ref.tokens, name
+        assert torch.equal(out.scores, ref.scores) and torch.equal(out.ended, ref.ended)
+
+
+def test_finished_items_are_not_computed_again():
+    # item 1 ends at once (max_len 1), the rest run 6 steps: later steps see fewer rows
+    rows = []
+
+    def step(tokens, state):
+        rows.append(tokens.numel())
+        return torch.log_softmax(torch.zeros(tokens.numel(), 5).index_fill_(1, torch.tensor([EOS]), -1e9), -1), state
+
+    max_len = torch.tensor([6, 1, 6, 6])
+    greedy(step, None, 1, EOS, max_len, 4)
+    assert rows == [4, 3, 3, 3, 3, 3]
+    rows.clear()
+    beam_search(step, None, 1, EOS, max_len, 4, beam_size=2)
+    assert rows == [8, 6, 6, 6, 6, 6]
+
+
+def test_translator_style_shared_memory_beam_search_matches_without_dropping(never_compact):
+    # a real decoder with its memory held in Shared (as Translator does): dropping finished sentences
+    # shrinks the memory along with the state, and the results stay the same
+    from nlpseq.nn.decoders import RecurrentDecoder
+    from nlpseq.nn.search import Shared
+
+    torch.manual_seed(0)
+    V, D, H, S, B, K = 9, 4, 5, 6, 5, 3
+    embed, proj = torch.nn.Embedding(V, D).double(), torch.nn.Linear(H, V).double()
+    with torch.no_grad():
+        proj.bias[1] += 1.0  # eos (1) likely, so sentences end at different steps
+    dec = RecurrentDecoder(D, H, attention="bahdanau", memory_size=H, encoder_final_size=H).double().eval()
+    memory = torch.randn(B, S, H, dtype=torch.double)
+    mask = torch.arange(S).unsqueeze(0) < torch.tensor([[6], [2], [4], [5], [1]])
+    state = dec.init_state(B, torch.randn(B, H, dtype=torch.double), memory, mask)
+    rows = torch.arange(B).repeat_interleave(K)
+    shared = Shared(*(t.index_select(0, rows) for t in (state.memory, state.memory_mask, state.projected_keys)))
+    light = state._replace(memory=None, memory_mask=None, projected_keys=None)
+
+    def step(tokens, st):
+        dyn, mem = st
+        m, mk, keys = mem.tensors
+        assert dyn.hidden.size(0) == m.size(0)
+        out, new, _ = dec.step(embed(tokens), dyn._replace(memory=m, memory_mask=mk, projected_keys=keys))
+        return torch.log_softmax(proj(out), -1), (new._replace(memory=None, memory_mask=None, projected_keys=None), mem)
+
+    with torch.no_grad():
+        results = []
+        for flag in (False, True):
+            never_compact(flag)
+            results.append(beam_search(step, (light, shared), 2, 1, torch.tensor([8, 3, 8, 5, 8]), B, K, 1.0, 2))
+    assert results[0].tokens == results[1].tokens
+    assert torch.equal(results[0].scores, results[1].scores)
+    assert len({len(h[0]) for h in results[0].tokens}) > 1
