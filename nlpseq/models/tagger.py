@@ -259,14 +259,15 @@ class SequenceTagger(TaskModule):
 
     def _log_spans(self, stage: str) -> None:
         metric = self.metrics[stage]
-        scores = metric.compute()  # synced across processes
+        scores = metric.compute()  # synced across processes: every rank holds the same values, so the
+        # sync_dist mean below changes nothing (it only tells Lightning these are whole-run figures)
         for name in ("f1", "precision", "recall"):
-            self.log(f"{stage}/{name}", scores[name], prog_bar=name == "f1")
-        self.log(f"{stage}/acc", scores["accuracy"])
+            self.log(f"{stage}/{name}", scores[name], prog_bar=name == "f1", sync_dist=True)
+        self.log(f"{stage}/acc", scores["accuracy"], sync_dist=True)
         if stage == "test":
             summary = metric.summary()
             for t, s in summary["per_type"].items():
-                self.log(f"test/f1_{t}", float(s["f1"]))
+                self.log(f"test/f1_{t}", float(s["f1"]), sync_dist=True)
             self._print_table(summary)
         metric.reset()
 
