@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 
 from nlpseq.errors import check_float, check_int
+from nlpseq.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,6 @@ def _step_plateau(trainer: pl.Trainer, metrics: dict[str, float], epoch_index: i
 
 # ---------------------------------------------------------------- atomic checkpoint files
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -269,18 +263,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
         else:
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would create it (mkstemp makes it private)
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(checkpoint, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, lambda f: torch.save(checkpoint, f), binary=True)
             _fsync_dir(path.parent)
         self.last_saved = (str(path), int(checkpoint.get("global_step", -1)))
 
