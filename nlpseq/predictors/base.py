@@ -8,6 +8,7 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import torch
 
+from nlpseq.data.files import surrogate_in
 from nlpseq.errors import NlpseqError
 
 
@@ -34,6 +35,7 @@ class Predictor:
     def check_texts(texts: str | Sequence[str], what: str = "text") -> tuple[list[str], bool]:
         """A list of strings, and whether a single string was passed (then return a single result)."""
         if isinstance(texts, str):
+            check_unicode(texts, f"{what} 0")
             return [texts], True
         if not isinstance(texts, (list, tuple)):
             try:
@@ -43,6 +45,7 @@ class Predictor:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise NlpseqError(f"predict: {what} {i} is a {type(t).__name__}, expected a string")
+            check_unicode(t, f"{what} {i}")
         return list(texts), False
 
     def predict(self, texts, batch_size: int = 64):
@@ -85,3 +88,10 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[
 
 def stdin_lines() -> Iterable[str]:
     return sys.stdin
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Text a tokenizer can read: a lone surrogate (no UTF-8 writer accepts it) is a one-line error."""
+    bad = surrogate_in(text)
+    if bad is not None:
+        raise NlpseqError(f"predict: {what} is not valid Unicode: lone surrogate {text[bad]!r} at character {bad}")

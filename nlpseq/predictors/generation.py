@@ -24,8 +24,8 @@ from typing import Iterable, TextIO
 
 import torch
 
-from nlpseq.data.files import parse_json, surrogate_in
-from nlpseq.errors import ConfigError, DataError, NlpseqError, check_choice, check_int
+from nlpseq.data.files import parse_json
+from nlpseq.errors import ConfigError, DataError, check_choice, check_int
 from nlpseq.models.language_model import check_decoding, continuation_text
 from nlpseq.predictors.base import Predictor, _chunks, to_plain
 from nlpseq.text.tokenizer import UNK_ID
@@ -80,12 +80,8 @@ class GenerationPredictor(Predictor):
             ids.append(known.index(c))
         return conds, torch.tensor(ids, dtype=torch.long)
 
-    def _encode(self, text: str, index: int) -> tuple[list[int], list[str], bool]:
+    def _encode(self, text: str) -> tuple[list[int], list[str], bool]:
         """(ids the model reads: the last MAX_PROMPT_TOKENS, unknown prompt tokens, whether ids were cut)."""
-        bad = surrogate_in(text)
-        if bad is not None:
-            raise NlpseqError(f"predict: prompt {index} is not valid Unicode: lone surrogate {text[bad]!r} "
-                              f"at character {bad}")
         enc = self.model.tokenizer.hf.encode(text, add_special_tokens=False)
         unknown = [text[s:e] for i, (s, e) in zip(enc.ids, enc.offsets) if i == UNK_ID]
         return list(enc.ids[-MAX_PROMPT_TOKENS:]), unknown, len(enc.ids) > MAX_PROMPT_TOKENS
@@ -103,7 +99,7 @@ class GenerationPredictor(Predictor):
             encoded, longest = [], 0
             while start + len(encoded) < len(prompts) and len(encoded) < per_batch:
                 j = start + len(encoded)
-                item, pending = pending or self._encode(prompts[j], j), None
+                item, pending = pending or self._encode(prompts[j]), None
                 if encoded and (len(encoded) + 1) * max(longest, len(item[0])) > MAX_BATCH_TOKENS:
                     pending = item  # starts the next batch
                     break

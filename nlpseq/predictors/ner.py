@@ -26,11 +26,10 @@ from typing import Iterable, Iterator, Sequence, TextIO
 import torch
 
 from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split_columns
-from nlpseq.data.files import surrogate_in
 from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
 from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
 from nlpseq.metrics.schemes import SCHEMES, convert, from_spans
-from nlpseq.predictors.base import Predictor, batches_by_length, to_plain
+from nlpseq.predictors.base import Predictor, batches_by_length, check_unicode, to_plain
 
 FILE_FORMATS = ("auto", "text", "conll")
 _SPACE = re.compile(r"\s")
@@ -96,7 +95,7 @@ class NerPredictor(Predictor):
         out = []
         for i, item in enumerate(items):
             if isinstance(item, str):
-                _check_unicode(item, f"text {i}")
+                check_unicode(item, f"text {i}")
                 pairs = tokenize_text(item)
                 out.append((item, [t for t, _ in pairs], [o for _, o in pairs]))
                 continue
@@ -104,7 +103,7 @@ class NerPredictor(Predictor):
                 if not isinstance(tok, str) or not tok or _SPACE.search(tok):
                     raise NlpseqError(f"predict: sentence {i}, token {j}: expected a non-empty string without "
                                       f"spaces, got {tok!r}"[:300])
-                _check_unicode(tok, f"sentence {i}, token {j}")
+                check_unicode(tok, f"sentence {i}, token {j}")
             text, offsets = tokens_with_offsets(item)
             out.append((text, list(item), offsets))
         return out, single
@@ -242,12 +241,6 @@ class NerPredictor(Predictor):
             out.write(f"{line.rstrip()}{sep if separator != 'auto' else _separator_of(line)}{tag}\n")
         out.flush()
         return len(sentences)
-
-
-def _check_unicode(text: str, what: str) -> None:
-    bad = surrogate_in(text)
-    if bad is not None:
-        raise NlpseqError(f"predict: {what} is not valid Unicode: lone surrogate {text[bad]!r} at character {bad}")
 
 
 def _pieces(tokens: Sequence[str], limit: int) -> list[tuple[int, int]]:

@@ -14,8 +14,7 @@ import torch
 
 from nlpseq.data.classification import encode_texts
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.files import surrogate_in
-from nlpseq.errors import NlpseqError, check_int
+from nlpseq.errors import check_int
 from nlpseq.predictors.base import Predictor, batches_by_length
 
 MAX_BATCH_TOKENS = 64 * 1024  # padded tokens per batch, on top of batch_size
@@ -36,10 +35,6 @@ class SentimentPredictor(Predictor):
         """One `SentimentPrediction` per text (a single one for a single string). Empty text is allowed."""
         check_int("batch_size", batch_size, minimum=1)
         texts, single = self.check_texts(texts)
-        for i, t in enumerate(texts):
-            bad = surrogate_in(t)
-            if bad is not None:
-                raise NlpseqError(f"predict: text {i} is not valid Unicode: lone surrogate {t[bad]!r} at character {bad}")
         model = self.model
         ids = encode_texts(model.tokenizer, texts)
         probs = torch.empty(len(texts), len(model.labels))

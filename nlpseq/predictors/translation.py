@@ -34,8 +34,7 @@ from typing import Iterable, TextIO
 import torch
 
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.files import surrogate_in
-from nlpseq.errors import ConfigError, NlpseqError, check_bool, check_choice, check_float, check_int
+from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
 from nlpseq.predictors.base import Predictor, _chunks, batches_by_length
 from nlpseq.text.tokenizer import EOS_ID
 
@@ -109,10 +108,6 @@ class TranslationPredictor(Predictor):
         check_choice("precision", precision, ("fp32", "bf16"))
         opts = self._options(beam_size, n_best, length_penalty, max_len_ratio)
         texts, single = self.check_texts(texts)
-        for i, t in enumerate(texts):
-            bad = surrogate_in(t)
-            if bad is not None:
-                raise NlpseqError(f"predict: text {i} is not valid Unicode: lone surrogate {t[bad]!r} at character {bad}")
         model = self.model
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, t in enumerate(texts) if t.strip()]
