@@ -359,16 +359,8 @@ def save_checkpoint(model, path: Path) -> None:
 
 
 def bench_inputs(dm, n: int) -> list:
-    """Raw inputs for predict(): the datamodule's validation texts if it keeps them."""
-    if hasattr(dm, "bench_inputs"):
-        return dm.bench_inputs(n)
-    raw = getattr(dm, "raw", {}).get("validation")
-    if raw is not None and "text" in raw.column_names:
-        texts = list(raw["text"])
-        while texts and len(texts) < n:
-            texts = texts + texts
-        return texts[:n]
-    return []
+    """Raw inputs for predict(): the datamodule's validation inputs, repeated up to n."""
+    return dm.bench_inputs(n)
 
 
 # ---------------------------------------------------------------- the run

@@ -74,6 +74,14 @@ def _wait_for(path: Path, timeout: float = 600.0) -> None:
         time.sleep(0.5)
 
 
+def repeat_to(items: list, n: int) -> list:
+    """`items` repeated until there are n (the first n; empty stays empty): inputs for inference timings."""
+    out = list(items)
+    while out and len(out) < n:
+        out = out + out
+    return out[:n]
+
+
 def _first(batch):
     return batch[0] if isinstance(batch, list) else batch
 
@@ -216,3 +224,11 @@ class TextDataModule(pl.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
+
+    @property
+    def num_examples(self) -> dict[str, int]:
+        return {s: len(d) for s, d in self.splits.items()}
+
+    def bench_inputs(self, n: int) -> list:
+        """n inputs for `predict()` (`python -m nlpseq.bench` inference timings); none by default."""
+        return []

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
+from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.tables import load_hub_table, load_table
 from nlpseq.errors import ConfigError, DataError, check_float
@@ -104,9 +104,9 @@ class ClassificationDataModule(TextDataModule):
             ids = encode_texts(self.tokenizer, ds["text"], self.max_length)
             self.splits[split] = _classification_dataset(ids, labels)
 
-    @property
-    def num_examples(self) -> dict[str, int]:
-        return {s: len(d) for s, d in self.splits.items()}
+    def bench_inputs(self, n: int) -> list[str]:
+        """Validation texts (repeated up to n) for nlpseq.bench's inference timing."""
+        return repeat_to(self.raw["validation"]["text"] if "validation" in self.raw else [], n)
 
 
 def encode_texts(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None) -> RaggedArray:

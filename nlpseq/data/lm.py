@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nlpseq.data import token_store
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
+from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.files import format_from_name, read_lines, resolve
 from nlpseq.data.tables import iter_rows, load_hub_table
@@ -430,9 +430,7 @@ class LanguageModelDataModule(TextDataModule):
         """Prompts for inference benchmarks (nlpseq.bench): the starts of validation lines."""
         texts = self.raw["validation"].texts if "validation" in self.raw else [self.sources["validation"].head(1 << 20)]
         lines = [line[:20] for text in texts for line in text.splitlines() if line.strip()]
-        while lines and len(lines) < n:
-            lines = lines + lines
-        return lines[:n]
+        return repeat_to(lines, n)
 
     @property
     def num_tokens(self) -> dict[str, int]:

@@ -23,7 +23,7 @@ import datasets
 import numpy as np
 import torch
 
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
+from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.files import format_from_name, read_json_lines, read_lines
 from nlpseq.errors import ConfigError, DataError, check_bool, check_float, check_int
@@ -278,14 +278,7 @@ class TranslationDataModule(TextDataModule):
 
     def bench_inputs(self, n: int) -> list[str]:
         """Validation sources (repeated up to n) for nlpseq.bench's inference timing."""
-        texts = self.raw["validation"][:]["src"] if "validation" in self.raw else []
-        while texts and len(texts) < n:
-            texts = texts + texts
-        return texts[:n]
-
-    @property
-    def num_examples(self) -> dict[str, int]:
-        return {s: len(d) for s, d in self.splits.items()}
+        return repeat_to(self.raw["validation"][:]["src"] if "validation" in self.raw else [], n)
 
 
 def build_tokenizers(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: dict, joint: bool = True,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule
+from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert_all, detect_format, detect_scheme,
                                load_hub_tagged, read_tagged)
 from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
@@ -539,14 +539,7 @@ class TaggingDataModule(TextDataModule):
 
     def bench_inputs(self, n: int) -> list[list[str]]:
         """Inputs for `predict()` timings (`python -m nlpseq.bench task=ner`): n validation sentences as tokens."""
-        sentences = list(self.raw["validation"]["tokens"])
-        while sentences and len(sentences) < n:
-            sentences = sentences + sentences
-        return sentences[:n]
-
-    @property
-    def num_examples(self) -> dict[str, int]:
-        return {s: len(d) for s, d in self.splits.items()}
+        return repeat_to(self.raw["validation"]["tokens"], n)
 
 
 def _tagging_dataset(featurizer: TaggingFeaturizer, enc: EncodedWords, tags: RaggedArray) -> EncodedDataset:
