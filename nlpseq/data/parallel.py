@@ -165,7 +165,7 @@ class TranslationDataModule(TextDataModule):
                  src_key: str = "src", tgt_key: str = "tgt", hub: dict | None = None, tokenizer: dict | None = None,
                  joint_vocab: bool = True, tgt_vocab_size: int | None = None, max_length: int | None = 100,
                  val_fraction: float = 0.05, batch_size: int = 64, eval_batch_size: int = 128,
-                 max_tokens: int | None = None, num_workers: int = 0, bucket_pool: int = 50, seed: int = 0):
+                 max_tokens: int | None = None, num_workers: int = 0, bucket_pool: int = 200, seed: int = 0):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
         self.paths = {"train": train, "validation": validation, "test": test}
         self.format, self.src_key, self.tgt_key = format, src_key, tgt_key
@@ -296,8 +296,8 @@ def build_tokenizers(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: di
 
 def pair_dataset(src: RaggedArray, tgt: RaggedArray, raw: tuple[list[str], list[str]] | None = None) -> EncodedDataset:
     """Batches of (source, target) ids; `raw` (sources, references) adds the strings to each batch."""
-    # the sampler's length: the longer of the padded source and target rows, so max_tokens bounds both
-    lengths = np.maximum(src.lengths, tgt.lengths + 1)
+    # the sampler buckets on both sides' padded lengths (source, target + <s> or </s>); max_tokens bounds the longer
+    lengths = np.stack([src.lengths, tgt.lengths + 1], axis=1)
 
     def collate(indices: list[int]) -> dict:
         src_ids, src_lengths = pad_ids([src[i] for i in indices])
