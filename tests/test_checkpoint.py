@@ -45,13 +45,14 @@ def test_single_string_and_bad_inputs(trained_sentiment):
 
 def test_predict_cli_writes_json_lines(trained_sentiment, tmp_path, cli):
     src = tmp_path / "in.txt"
-    src.write_text("a great film .\n\nnever funny\n", encoding="utf-8")
+    # U+2028 inside a line is text, not a line break: the JSON record escapes it so line splitters keep it whole
+    src.write_text("a great film .\n\nnever\u2028funny\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     proc = cli([f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", f"input={src}", f"output={out}"],
                cwd=tmp_path, module="nlpseq.predict")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["text"] for r in rows] == ["a great film .", "", "never funny"]
+    assert [r["text"] for r in rows] == ["a great film .", "", "never\u2028funny"]
     proc = cli([f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", "input=-"], cwd=tmp_path,
                module="nlpseq.predict", input="fine\n")
     assert proc.returncode == 0 and json.loads(proc.stdout)["text"] == "fine"

@@ -56,10 +56,17 @@ class Predictor:
         n = 0
         for chunk in _chunks((line.rstrip("\r\n") for line in lines), 4096):
             for result in self.predict(chunk, batch_size=batch_size):
-                out.write(json.dumps(to_plain(result), ensure_ascii=False) + "\n")
+                out.write(json_line(result))
                 n += 1
         out.flush()
         return n
+
+
+def json_line(obj: Any) -> str:
+    """One JSON Lines record: UTF-8 text as is, but U+2028/U+2029 escaped, since readers that split on
+    Unicode line breaks (Python's str.splitlines, JavaScript) would cut the record there."""
+    text = json.dumps(to_plain(obj), ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
 def to_plain(result: Any) -> Any:

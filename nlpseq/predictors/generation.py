@@ -17,7 +17,6 @@ so memory stays bounded for a 100,000-character prompt or 10,000 prompts in one 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
@@ -27,7 +26,7 @@ import torch
 from nlpseq.data.files import parse_json
 from nlpseq.errors import ConfigError, DataError, check_choice, check_int
 from nlpseq.models.language_model import check_decoding, continuation_text
-from nlpseq.predictors.base import Predictor, _chunks, to_plain
+from nlpseq.predictors.base import Predictor, _chunks, json_line
 from nlpseq.text.tokenizer import UNK_ID
 
 MAX_PROMPT_TOKENS = 4096      # the model reads the last this many tokens of a longer prompt
@@ -193,7 +192,7 @@ class GenerationPredictor(Predictor):
             conds, cond_ids = self._conditions([c for _, c in chunk], len(chunk))
             for result in self._run(prompts, conds, cond_ids, batch_size, generator, dict(options)):
                 if format == "jsonl":
-                    out.write(json.dumps(to_plain(result), ensure_ascii=False) + "\n")
+                    out.write(json_line(result))
                 else:
                     for text in result.full_texts:
                         out.write(text + "\n\n")

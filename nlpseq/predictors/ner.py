@@ -18,7 +18,6 @@ sentence-final token (. ! ? ...) inside the limit where there is one, so memory 
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence, TextIO
@@ -29,7 +28,7 @@ from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split
 from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
 from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
 from nlpseq.metrics.schemes import SCHEMES, convert, from_spans
-from nlpseq.predictors.base import Predictor, batches_by_length, check_unicode, to_plain
+from nlpseq.predictors.base import Predictor, batches_by_length, check_unicode, json_line
 
 FILE_FORMATS = ("auto", "text", "conll")
 _SPACE = re.compile(r"\s")
@@ -211,7 +210,7 @@ class NerPredictor(Predictor):
             n = 0
             for start in range(0, len(lines), 4096):
                 for result in self.predict(lines[start:start + 4096], batch_size=batch_size, scheme=scheme):
-                    out.write(json.dumps(to_plain(result), ensure_ascii=False) + "\n")
+                    out.write(json_line(result))
                     n += 1
             out.flush()
             return n

@@ -23,7 +23,6 @@ attention=True (one matrix per input) such a source is truncated instead, with a
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -35,7 +34,7 @@ import torch
 
 from nlpseq.data.collate import pad_ids
 from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
-from nlpseq.predictors.base import Predictor, _chunks, batches_by_length
+from nlpseq.predictors.base import Predictor, _chunks, batches_by_length, json_line
 from nlpseq.text.tokenizer import EOS_ID
 
 log = logging.getLogger("nlpseq")
@@ -211,8 +210,7 @@ class TranslationPredictor(Predictor):
                     else:
                         out.write(r.translation + "\n")
                 else:
-                    out.write(json.dumps({k: v for k, v in asdict(r).items() if v is not None},
-                                         ensure_ascii=False) + "\n")
+                    out.write(json_line({k: v for k, v in asdict(r).items() if v is not None}))
                 n += 1
         out.flush()
         if plot_attention is not None:
