@@ -127,6 +127,43 @@ def test_marginals_are_the_gradient_of_the_log_partition():
     assert torch.allclose(emissions.grad, crf.marginals(emissions, mask).detach(), atol=1e-9)
 
 
+@pytest.mark.parametrize("constrained", [False, True])
+def test_log_partition_gradients_match_autograd_through_brute_force(constrained):
+    """The hand-written backward of log Z (posteriors and expected transition counts) against autograd
+    through logsumexp over every path, for all four inputs, with padding, an empty row and constraints."""
+    k = 4
+    allowed = transition_constraints(["O", "B-X", "I-X", "B-Y"], "IOB2") if constrained else (None, None, None)
+    crf = make_crf(k, 5, *allowed)
+    emissions, _, mask = random_batch(k, batch=5, steps=5, seed=11)
+    mask[3] = False  # an empty sentence: log Z = 0, no gradient
+    weights = torch.tensor([0.5, -1.0, 2.0, 3.0, 1.5], dtype=torch.float64)  # a non-uniform upstream gradient
+    params = [crf.transitions, crf.start, crf.end]
+
+    emissions.requires_grad_(True)
+    (crf.log_partition(emissions, mask) * weights).sum().backward()
+    fast = [emissions.grad.clone()] + [q.grad.clone() for q in params]
+
+    emissions.grad = None
+    for q in params:
+        q.grad = None
+    total = 0.0
+    trans, start, end = (crf.transitions + crf.transition_penalty, crf.start + crf.start_penalty,
+                         crf.end + crf.end_penalty)
+    for b in range(5):
+        n = int(mask[b].sum())
+        if n == 0:
+            continue
+        paths = torch.tensor(list(itertools.product(range(k), repeat=n)), dtype=torch.long)
+        scores = (start[paths[:, 0]] + end[paths[:, -1]] + emissions[b, torch.arange(n), paths].sum(1)
+                  + trans[paths[:, :-1], paths[:, 1:]].sum(1))
+        total = total + weights[b] * torch.logsumexp(scores, 0)
+    total.backward()
+    slow = [emissions.grad] + [q.grad for q in params]
+    for name, a, b in zip(("emissions", "transitions", "start", "end"), fast, slow):
+        assert torch.allclose(a, b, atol=1e-9), name
+    assert (fast[0][3] == 0).all() and (fast[0][~mask] == 0).all()
+
+
 def test_padding_does_not_change_results():
     k = 4
     crf = make_crf(k, 3)
