@@ -6,7 +6,10 @@ In one run on one machine it measures, for the task's configured model and data:
     or subwords for generation) of the full nlpseq path (datamodule loader -> LightningModule -> Trainer,
     data loading included) and of a plain PyTorch loop (zero_grad, the module's training_step, backward,
     clipping, the same fused Adam) training an identical copy of the model on the identical batches, taken
-    from the same loader beforehand; their ratio, by wall time and by this process's CPU time (steadier
+    from the same loader beforehand; the nlpseq path runs the Trainer with the run's own callbacks and
+    loggers (progress bar, throughput, NaN guard, periodic last.ckpt, exact-resume state, EMA where the
+    recipe sets it, the CSV logger; files go to a temporary directory) except the two that need validation
+    (best-checkpoint selection, early stopping); their ratio, by wall time and by this process's CPU time (steadier
     on a shared machine, where other jobs take the cores at random moments). Repeats alternate which of
     the two runs first;
   - padding: the share of the positions in those batches' padded tensors that are padding, per side
@@ -38,6 +41,8 @@ Options (bench.KEY=VALUE):
                    trained by the last nlpseq-path run, i.e. `steps` steps from scratch)
   out              the JSON written (default bench.json)
   skip_train       1: inference timings only (needs nothing trained; default 0)
+  callbacks        train (default): the nlpseq path runs the training callbacks and loggers as above;
+                   none: a bare Trainer (Lightning's loop and the LightningModule only)
 """
 from __future__ import annotations
 
@@ -59,8 +64,8 @@ import torch
 from nlpseq.errors import NlpseqError
 
 DEFAULTS = {"steps": 60, "repeats": 3, "warmup": 5, "infer_sentences": 512, "gen_tokens": 100, "ckpt": "",
-            "out": "bench.json", "skip_train": 0}
-TEXT_OPTIONS = ("ckpt", "out")
+            "out": "bench.json", "skip_train": 0, "callbacks": "train"}
+TEXT_OPTIONS = ("ckpt", "out", "callbacks")
 
 
 def compose(overrides: list[str]):
@@ -217,17 +222,51 @@ class _Timer:
         self.batches = 0
 
 
-def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int) -> tuple[float, float, int]:
-    """Wall and CPU seconds of `trainer.fit` over the timed batches, and their real tokens."""
-    import pytorch_lightning as pl
+def training_callbacks(cfg, workdir: Path) -> tuple[list, list]:
+    """The run's callbacks and loggers as `python -m nlpseq` builds them, writing under `workdir`, less those
+    that need validation metrics (ModelCheckpoint, EarlyStopping): the bench trains without validation."""
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    cfg = copy.deepcopy(cfg)
+
+    def build(group: str) -> list:
+        out = []
+        for name, node in (cfg.get(group) or {}).items():
+            if node is None or "_target_" not in node:
+                continue
+            with open_dict(node):
+                for key in ("dirpath", "save_dir"):  # ${hydra:runtime.output_dir} has no value outside a Hydra run
+                    if key in node:
+                        node[key] = str(workdir / name)
+            obj = instantiate(node, _convert_="all")
+            if not isinstance(obj, (ModelCheckpoint, EarlyStopping)):
+                out.append(obj)
+        return out
+
+    return build("callbacks"), build("logger")
+
+
+def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int, callbacks: list | None = None,
+                loggers: list | None = None) -> tuple[float, float, int]:
+    """Wall and CPU seconds of `trainer.fit` over the timed batches, and their real tokens."""
+    import contextlib
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ProgressBar
+
+    callbacks = list(callbacks or [])
     timer = _Timer(warmup, steps)
-    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    bar = any(isinstance(c, ProgressBar) for c in callbacks)
+    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=loggers or False,
+                         enable_checkpointing=False, enable_progress_bar=bar, enable_model_summary=False,
                          accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
-                         use_distributed_sampler=False, gradient_clip_val=clip, callbacks=[timer.callback],
+                         use_distributed_sampler=False, gradient_clip_val=clip, callbacks=[*callbacks, timer.callback],
                          max_epochs=-1)
-    trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
+    # the progress bar is drawn (its cost counts) but not shown: it would interleave with the bench's table
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+        trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
     # from the first timed batch's start to the last batch's end: loading, stepping, logging all included
     return timer.end - timer.start, timer.cpu_end - timer.cpu_start, timer.tokens
 
@@ -239,6 +278,8 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
     steps, repeats, warmup = options["steps"], options["repeats"], options["warmup"]
     if steps <= warmup:
         raise NlpseqError(f"bench.steps ({steps}) must be larger than bench.warmup ({warmup})")
+    if options["callbacks"] not in ("train", "none"):
+        raise NlpseqError(f"bench.callbacks: expected train or none, got {options['callbacks']!r}")
     initial = copy.deepcopy(model.state_dict())
     batches = _take(dm.train_dataloader(), steps)
     tokens = sum(_tokens(b) for b in batches[warmup:])
@@ -253,7 +294,10 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
                 plain.append(tokens / wall)
                 plain_cpu.append(tokens / cpu)
             else:
-                wall, cpu, seen = nlpseq_path(m, dm, steps, clip, warmup)
+                with tempfile.TemporaryDirectory() as workdir:
+                    callbacks, loggers = (training_callbacks(cfg, Path(workdir)) if options["callbacks"] == "train"
+                                          else ([], []))
+                    wall, cpu, seen = nlpseq_path(m, dm, steps, clip, warmup, callbacks, loggers)
                 ours.append(seen / wall)
                 ours_cpu.append(seen / cpu)
                 trained = m

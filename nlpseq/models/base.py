@@ -77,16 +77,15 @@ class TaskModule(pl.LightningModule):
 
     def log_train_step(self, name: str, value: torch.Tensor, batch_size: int) -> None:
         """`self.log` of a per-step training value (shown on the progress bar), on the steps where something reads
-        it: every step while a progress bar is enabled, else the logger's steps (`log_every_n_steps`, and the last).
-        The logged series is the same; the skipped calls would cost ~1 ms each on CPU (Lightning re-checks the
-        metadata and moves its result record on every call), 5-8% of a small model's training step."""
+        it: the logger's steps (`log_every_n_steps`, and the last) and the steps where a TQDM progress bar redraws
+        (every `refresh_rate` batches and the epoch's last; every step for other bars). The logged series and the
+        values the bar shows are the same; each skipped call saves ~1.2 ms on CPU (Lightning moves its result
+        record to the value's device on every call), 5-10% of a small model's training step."""
         trainer = self._trainer
         if trainer is not None:
-            bar = trainer.progress_bar_callback
-            if bar is None or not bar.is_enabled:
-                connector = getattr(trainer, "_logger_connector", None)  # Lightning's own "log this step?" test
-                if not getattr(connector, "should_update_logs", True):
-                    return
+            connector = getattr(trainer, "_logger_connector", None)  # Lightning's own "log this step?" test
+            if not getattr(connector, "should_update_logs", True) and not _bar_redraws(trainer):
+                return
         self.log(name, value, prog_bar=True, batch_size=batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -116,3 +115,17 @@ def _only(cfg: dict, allowed: set[str]) -> None:
     for key in cfg:
         if key not in allowed:
             raise ConfigError(f"model.scheduler.{key}", f"unknown option (known: {', '.join(sorted(allowed))})")
+
+
+def _bar_redraws(trainer) -> bool:
+    """Whether the training progress bar shows the metrics logged at this step."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    bar = trainer.progress_bar_callback
+    if bar is None or not bar.is_enabled:
+        return False
+    if not isinstance(bar, TQDMProgressBar):
+        return True
+    n = trainer.fit_loop.epoch_loop.batch_idx + 1  # what the bar's on_train_batch_end will call n
+    return n % bar.refresh_rate == 0 or n == trainer.num_training_batches
+
