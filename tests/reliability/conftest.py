@@ -24,6 +24,13 @@ GENERATION = ["task=generation", "trainer.max_epochs=3", "model.embedding.dim=16
               "model.samples.prompts=[]", "data.seq_len=50", "model.scheduler.name=plateau",
               "+model.scheduler.mode=min", "+model.scheduler.patience=0", "+model.scheduler.factor=0.5",
               "callbacks.last_checkpoint.every_n_steps=10", "deterministic=true", *QUIET]
+# tagger with char CNN, word dropout and CRF: 20 steps per epoch
+NER = ["task=ner", "trainer.max_epochs=3", "model.embedding.dim=16", "model.encoder.hidden_size=16",
+       "model.char_encoder.hidden_size=8", "callbacks.last_checkpoint.every_n_steps=5", "deterministic=true", *QUIET]
+# encoder-decoder with attention, validation BLEU by greedy search, beam-search test: 47 steps per epoch
+TRANSLATION = ["task=translation", "trainer.max_epochs=2", "model.embedding.dim=16", "model.encoder.hidden_size=16",
+               "model.decoder.hidden_size=16", "callbacks.last_checkpoint.every_n_steps=20", "deterministic=true",
+               *QUIET]
 
 
 def kill_at(step: int, during_save: bool = False) -> list[str]:
@@ -124,3 +131,26 @@ def generation_runs(tmp_path_factory):
     second.note()
     second.resumed = Run([*GENERATION, f"hydra.run.dir={run_dir}", "ckpt_path=last"], base).start().wait()
     return {"ref": ref, "first": first, "second": second}
+
+
+def _killed_once(base: Path, args: list[str], step: int) -> dict:
+    """An uninterrupted run and one killed at `step`, then resumed with ckpt_path=last."""
+    ref = Run([*args, f"hydra.run.dir={base / 'ref'}"], base)
+    killed = Killed(Run([*args, f"hydra.run.dir={base / 'killed'}", *kill_at(step)], base), base / "killed")
+    run_all(ref, killed.killed)
+    killed.note()
+    killed.resumed = Run([*args, f"hydra.run.dir={killed.run_dir}", "ckpt_path=last"], base).start().wait()
+    return {"ref": ref, "killed": killed}
+
+
+@pytest.fixture(scope="session")
+def ner_runs(tmp_path_factory):
+    """Killed at step 33, in the middle of epoch 1 (steps 20-39): last.ckpt is step 30."""
+    return _killed_once(tmp_path_factory.mktemp("ner"), NER, 33)
+
+
+@pytest.fixture(scope="session")
+def translation_runs(tmp_path_factory):
+    """Killed at step 70, in the middle of epoch 1 (steps 47-93): last.ckpt is step 60."""
+    return _killed_once(tmp_path_factory.mktemp("translation"), TRANSLATION, 70)
+

@@ -70,3 +70,24 @@ def test_language_model_stream_resumes_exactly_after_two_kills(generation_runs):
     assert_same_training(ref.run_dir / "checkpoints" / "last.ckpt", second.run_dir / "checkpoints" / "last.ckpt")
     assert load(ref.run_dir / "checkpoints" / "last.ckpt")["lr_schedulers"][0]["last_epoch"] == 2  # stepped twice
     assert second.resumed.results == ref.results and "val/loss (last epoch)" in ref.results
+
+
+def test_ner_killed_mid_epoch_resumes_exactly(ner_runs):
+    """Word dropout, char CNN and CRF; the span-F1 metric state and the test table match too."""
+    ref, k = ner_runs["ref"], ner_runs["killed"]
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert_resumed(k, step=30)
+    for name in ("last.ckpt", "best.ckpt"):
+        assert_same_training(ref.run_dir / "checkpoints" / name, k.run_dir / "checkpoints" / name)
+    assert k.resumed.results == ref.results and "test/f1" in ref.results
+
+
+def test_translation_killed_mid_epoch_resumes_exactly(translation_runs):
+    """Teacher-forced training, greedy validation BLEU, beam-search test."""
+    ref, k = translation_runs["ref"], translation_runs["killed"]
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert_resumed(k, step=60)
+    for name in ("last.ckpt", "best.ckpt"):
+        assert_same_training(ref.run_dir / "checkpoints" / name, k.run_dir / "checkpoints" / name)
+    assert k.resumed.results == ref.results and "test/bleu" in ref.results
+
