@@ -18,6 +18,7 @@ sentence-final token (. ! ? ...) inside the limit where there is one, so memory 
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence, TextIO
@@ -28,7 +29,7 @@ from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split
 from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
 from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
 from nlpseq.metrics.schemes import SCHEMES, convert, from_spans
-from nlpseq.predictors.base import Predictor, batches_by_length, check_unicode, json_line
+from nlpseq.predictors.base import Predictor, _chunks, batches_by_length, check_unicode, json_line
 
 FILE_FORMATS = ("auto", "text", "conll")
 _SPACE = re.compile(r"\s")
@@ -203,23 +204,55 @@ class NerPredictor(Predictor):
         separator = check_choice("separator", separator or self.model.reader.get("separator", "auto"), SEPARATORS)
         token_column = check_int("token_column", self.model.reader.get("token_column", 0)
                                  if token_column is None else token_column)
-        lines = [line.rstrip("\r\n") for line in lines]
+        # streamed: only the format probe (200 non-blank lines) and one block of sentences are held in memory
+        stream = (line.rstrip("\r\n") for line in lines)
+        head, nonblank = [], 0
+        for line in stream:
+            head.append(line)
+            nonblank += bool(line.strip())
+            if nonblank >= 200:
+                break
         if format == "auto":
-            format = "conll" if _looks_like_columns(lines, separator) else "text"
+            format = "conll" if _looks_like_columns(head, separator) else "text"
+        stream = itertools.chain(head, stream)
         if format == "text":
             n = 0
-            for start in range(0, len(lines), 4096):
-                for result in self.predict(lines[start:start + 4096], batch_size=batch_size, scheme=scheme):
+            for chunk in _chunks(stream, 4096):
+                for result in self.predict(chunk, batch_size=batch_size, scheme=scheme):
                     out.write(json_line(result))
                     n += 1
             out.flush()
             return n
-        return self._predict_columns(lines, out, batch_size, scheme, token_column, separator, source or "<input>")
+        return self._predict_columns(stream, out, batch_size, scheme, token_column, separator, source or "<input>")
 
-    def _predict_columns(self, lines: list[str], out: TextIO, batch_size: int, scheme: str, token_column: int,
-                         separator: str, source: str) -> int:
+    def _predict_columns(self, lines: Iterable[str], out: TextIO, batch_size: int, scheme: str, token_column: int,
+                         separator: str, source: str, block: int = 2048) -> int:
+        """Tag a column file `block` sentences at a time: the lines read so far are written (with their tags)
+        whenever the reader has handed over `block` complete sentences."""
         docstart = self.model.reader.get("docstart", True)
-        sentences = list(iter_column_sentences(enumerate(lines, 1), source, token_column, None, separator, docstart))
+        buffer: list[tuple[int, str]] = []
+
+        def numbered() -> Iterator[tuple[int, str]]:
+            for item in enumerate(lines, 1):
+                buffer.append(item)
+                yield item
+
+        sentences = iter_column_sentences(numbered(), source, token_column, None, separator, docstart)
+        n = 0
+        while True:
+            group = list(itertools.islice(sentences, block))
+            # the reader stops right after the blank line that ends a block's last sentence: every buffered
+            # line belongs to a sentence of this block, or is a blank or -DOCSTART- line
+            self._write_columns(group, buffer, out, batch_size, scheme, separator, source)
+            n += len(group)
+            buffer.clear()
+            if len(group) < block:
+                break
+        out.flush()
+        return n
+
+    def _write_columns(self, sentences: list, lines: list[tuple[int, str]], out: TextIO, batch_size: int,
+                       scheme: str, separator: str, source: str) -> None:
         tagged = self._tag([tokens for _, tokens, _ in sentences], batch_size)
         labels, train_scheme, reader = self.model.labels, self.model.scheme, self._span_reader()
         predicted: dict[int, str] = {}  # line number -> tag
@@ -228,7 +261,7 @@ class NerPredictor(Predictor):
             for i, tag in enumerate(tags):
                 predicted[start + i] = tag
         sep = "\t" if separator == "tab" else " "
-        for lineno, line in enumerate(lines, 1):
+        for lineno, line in lines:
             if not line.strip():
                 out.write("\n")
                 continue
@@ -238,8 +271,6 @@ class NerPredictor(Predictor):
                     raise DataError("line was not read as a token (internal error)", source, lineno)
                 tag = "O"
             out.write(f"{line.rstrip()}{sep if separator != 'auto' else _separator_of(line)}{tag}\n")
-        out.flush()
-        return len(sentences)
 
 
 def _pieces(tokens: Sequence[str], limit: int) -> list[tuple[int, int]]:

@@ -144,3 +144,42 @@ def test_span_reader_equals_conll_chunks_on_any_sequence():
     for _ in range(3000):
         ids = [rng.randrange(len(labels)) for _ in range(rng.randint(0, 7))]
         assert reader.spans(ids) == conll_chunks([labels[i] for i in ids])
+
+
+def test_predict_file_streams_column_files_in_blocks(run):
+    """Output is written block by block while the input is still being read; blocks change nothing in it."""
+    import io
+
+    p = nlpseq.load(run[0] / "checkpoints" / "best.ckpt")
+    src = (SAMPLE / "test.conll").read_text().splitlines(keepends=True)
+    whole = io.StringIO()
+    n = p.predict_file(iter(src), whole)
+
+    class Probe(io.StringIO):
+        """Records how many input lines had been read when the first output arrived."""
+
+        def __init__(self):
+            super().__init__()
+            self.read_at_first_write = None
+
+        def write(self, text):
+            if self.read_at_first_write is None:
+                self.read_at_first_write = read[0]
+            return super().write(text)
+
+    read = [0]
+
+    def lines():
+        for line in src:
+            read[0] += 1
+            yield line
+
+    blocks = Probe()
+    assert p._predict_columns((x.rstrip("\n") for x in lines()), blocks, 64, p.model.data_scheme, 0, "auto",
+                              "<test>", block=7) == n
+    assert blocks.getvalue() == whole.getvalue()
+    assert blocks.read_at_first_write < len(src) // 4
+    # text mode streams too: a generator of many lines gives one JSON line each
+    texts = io.StringIO()
+    assert p.predict_file((f"Boris visited Paris {i} .\n" for i in range(5000)), texts, format="text") == 5000
+    assert len(texts.getvalue().splitlines()) == 5000
