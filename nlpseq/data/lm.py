@@ -37,7 +37,7 @@ from nlpseq.data.files import format_from_name, read_lines, resolve
 from nlpseq.data.tables import iter_rows, load_hub_table
 from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
 from nlpseq.text.labels import LabelVocab
-from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer, build_tokenizer
+from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer
 from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class LanguageModelDataModule(TextDataModule):
             log.info("no validation split given: cut the training data by fractions %s", fractions)
         self.raw = {s: d for s, d in raw.items() if d is not None}
         if train_only_for_vocab:
-            self.tokenizer = build_tokenizer(self.raw["train"].texts, **self.tokenizer_cfg)
+            self.tokenizer = token_store.train_tokenizer(self.raw["train"].texts, self.tokenizer_cfg)
             if self.condition_column is not None:
                 self.conditions = LabelVocab.from_data(self.raw["train"].conditions)
             log.info("vocabulary: %d tokens (%s)%s", self.tokenizer.vocab_size, self.tokenizer.kind,
@@ -381,13 +381,23 @@ class LanguageModelDataModule(TextDataModule):
                 "conditions": list(self.conditions.labels) if self.conditions else None}
 
     # ---- encoding, once
-    def _encode(self, docs: Documents) -> list[list[int]]:
+    def _encode(self, docs: Documents) -> list[np.ndarray]:
+        """<s> ids </s> per document, as compact arrays. Long documents are encoded in pieces cut where encoding
+        is additive (token_store.pieces): one HF call on a megabyte-long string holds ~100x its size in
+        Encoding objects, and a Python list of ids 8+ bytes per token."""
+        encoder = token_store.Encoder(self.tokenizer)
+        bos, eos = np.array([BOS_ID], dtype=encoder.dtype), np.array([EOS_ID], dtype=encoder.dtype)
         seqs = []
         for start in range(0, len(docs), 10000):  # bounded memory for corpora of many documents
-            chunk = self.tokenizer.encode_batch(docs.texts[start:start + 10000])
-            if self.max_length is not None and self.mode == "lines":
-                chunk = [s[: self.max_length] for s in chunk]
-            seqs.extend([BOS_ID, *s, EOS_ID] for s in chunk)
+            texts = docs.texts[start:start + 10000]
+            cut = [list(token_store.pieces([t], self.tokenizer.kind)) if len(t) > token_store.PIECE_CHARS else [t]
+                   for t in texts]
+            ids = iter(encoder.encode([piece for parts in cut for piece in parts]))
+            for parts in cut:
+                doc = [next(ids) for _ in parts]
+                if self.max_length is not None and self.mode == "lines":
+                    doc = [np.concatenate(doc)[: self.max_length]] if doc else doc
+                seqs.append(np.concatenate([bos, *doc, eos]))
         return seqs
 
     def _encode_source(self, split: str) -> np.ndarray:

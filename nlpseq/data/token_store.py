@@ -36,7 +36,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from tokenizers import models
@@ -195,14 +195,22 @@ def pieces(chunks: Iterable[str], kind: str, size: int | None = None) -> Iterato
 
 # ---------------------------------------------------------------- vocabulary
 
-def train_tokenizer(source: TextSource, cfg: dict) -> TextTokenizer:
-    """The vocabulary `build_tokenizer([whole text], **cfg)` would give, from one streaming pass."""
+def train_tokenizer(source: TextSource | Sequence[str], cfg: dict) -> TextTokenizer:
+    """The vocabulary `build_tokenizer(texts, **cfg)` would give (texts: the source's whole text, or the given
+    documents), from one streaming pass over bounded pieces: HF's trainer holds ~300x a text's size when fed
+    one long string."""
     kind = cfg.get("kind", "word")
+
+    def all_pieces() -> Iterator[str]:
+        if isinstance(source, TextSource):
+            return pieces(source.chunks(), kind)
+        return (piece for text in source for piece in pieces([text], kind))  # never across documents
+
     if kind != "char":  # the tokenizer's own trainer, fed bounded pieces (words never cross a piece)
-        return build_tokenizer(pieces(source.chunks(), kind), **cfg)
+        return build_tokenizer(all_pieces(), **cfg)
     tok = build_tokenizer([], **cfg)  # checks the options; normaliser and pre-tokenizer as configured
     code_points, counts = CodePoints(tok), np.zeros(0x110000, dtype=np.int64)
-    for piece in pieces(source.chunks(), kind):
+    for piece in all_pieces():
         found = np.bincount(code_points(piece))  # as long as the piece's largest code point (128 for ASCII)
         counts[: len(found)] += found
     # ranked as TextTokenizer.train ranks words: by count, then by the character

@@ -1,5 +1,6 @@
 """Out-of-core stream data (nlpseq.data.token_store): the same vocabulary, ids and batches as the in-memory
 path, chunk boundaries anywhere, the run directory's id cache, DDP slices of the memmap, one-line errors."""
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +56,27 @@ def test_same_vocabulary_ids_and_batches_as_in_memory(kw, monkeypatch):
     for a, b in zip(mem.val_dataloader(), ooc.val_dataloader(), strict=True):
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["targets"], b["targets"])
     assert ooc.bench_inputs(3) == mem.bench_inputs(3)
+
+
+@pytest.mark.parametrize("mode", ["stream", "lines"])
+@pytest.mark.parametrize("tokenizer", [{"kind": "char"}, {"kind": "bpe", "vocab_size": 200, "min_frequency": 2},
+                                       {"kind": "word", "lowercase": True}])
+def test_in_memory_path_equals_the_tokenizer_on_whole_documents(tokenizer, mode, tmp_path, monkeypatch):
+    """The in-memory path trains and encodes in bounded pieces (memory); the result is what the HF tokenizer
+    gives on the whole documents: the same vocabulary and the same ids, <s> ... </s> per document."""
+    monkeypatch.setattr(token_store, "PIECE_CHARS", 300)  # cut the long documents into many pieces
+    docs = [(SAMPLE / "train.txt").read_text(encoding="utf-8")[:5000], "", ODD.replace("\ufeff", ""), "short one",
+            " ".join(["word"] * 400)]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    d = LanguageModelDataModule(train=str(path), validation=str(path), tokenizer=tokenizer, mode=mode,
+                                seq_len=20, batch_size=2, out_of_core=False)
+    d.prepare(None)
+    reference = build_tokenizer(docs, **tokenizer)
+    assert d.tokenizer.to_json() == reference.to_json()
+    expected = [[BOS_ID, *ids, EOS_ID] for ids in reference.encode_batch(docs)]
+    got = d._encode(read_documents(str(path)))
+    assert [list(map(int, g)) for g in got] == expected
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 64])
