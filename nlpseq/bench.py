@@ -15,7 +15,8 @@ In one run on one machine it measures, for the task's configured model and data:
   - padding: the share of the positions in those batches' padded tensors that are padding, per side
     (translation: source and target) and overall; a stream language model has none;
   - FLOP/s: the model's analytic `train_flops_per_token` (matrix products of the recurrent layers and
-    output layers; char CNN, CRF and elementwise work left out) x nlpseq tokens/s, as a share of a 1024^3
+    output layers, plus NER's character encoder over the real characters of each batch, `train_flops`;
+    CRF and elementwise work left out) x nlpseq tokens/s, as a share of a 1024^3
     fp32 matmul roof measured in the same process (by wall time, and per CPU second); and the same for the
     model's main recurrent layer alone (`rnn_kernel_*`): a bare nn.LSTM/GRU forward + backward of the same
     sizes on one batch of the same shape, unpacked -- the most torch's kernel gives this model -- plus
@@ -315,6 +316,8 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
         result["padding_share_epoch"] = sampler.padding_share()
     result.update(matmul_roof_flops=roof, matmul_roof_flops_cpu=roof_cpu)
     flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
+    if hasattr(model, "train_flops"):  # FLOPs that depend on the batch beyond its token count (NER's characters)
+        flops_per_token = sum(model.train_flops(b) for b in batches[warmup:]) / max(tokens, 1)
     if flops_per_token:
         achieved = flops_per_token * result["train_tokens_per_sec_nlpseq"]
         achieved_cpu = flops_per_token * result["train_tokens_per_cpu_sec_nlpseq"]

@@ -231,6 +231,16 @@ class SequenceTagger(TaskModule):
         forward += 2 * enc.output_size * len(self.labels)
         return 3 * forward
 
+    def train_flops(self, batch: dict) -> float:
+        """Training FLOPs of one batch: `train_flops_per_token` per real word, plus the character encoder (3x its
+        forward) over the real characters of the batch's distinct words, which it encodes once each."""
+        from nlpseq.callbacks import batch_tokens
+
+        flops = self.train_flops_per_token() * batch_tokens(batch)
+        if self.char_encoder is not None and "char_lengths" in batch:
+            flops += 3 * self.char_encoder.flops_per_char() * int(batch["char_lengths"].sum())
+        return flops
+
     # ---------------------------------------------------------------- evaluation
     def ids_to_tags(self, ids: torch.Tensor, lengths: torch.Tensor, scheme: str | None = None) -> list[list[str]]:
         """Tag strings per sentence: the labels themselves, or re-tagged in `scheme` (through the chunks

@@ -45,6 +45,13 @@ class CharEncoder(nn.Module):
     def output_size(self) -> int:
         return self.hidden_size * (2 if self.kind == "lstm" else 1)
 
+    def flops_per_char(self) -> int:
+        """Forward multiply-add FLOPs (2 per multiply-add) per character position."""
+        dim = self.embed.embedding_dim
+        if self.kind == "cnn":
+            return 2 * dim * self.hidden_size * self.conv.kernel_size[0]
+        return 2 * 2 * 4 * self.hidden_size * (dim + self.hidden_size)
+
     def forward(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """char_ids [U, L], lengths [U] -> word features [U, output_size]."""
         if char_ids.size(0) == 0:

@@ -209,3 +209,18 @@ def test_configs_compose_and_match_the_constructors(overrides):
                                                  "data_scheme": 0, "text": 0, "reader": 0})
     check_keys(RecurrentEncoder, dict(cfg.model.encoder), "model.encoder", {"input_size": 0})
     check_keys(CharEncoder, dict(cfg.model.char_encoder), "model.char_encoder", {"num_chars": 0})
+
+
+def test_train_flops_count_words_and_the_real_characters_of_distinct_words(synthetic):
+    dm = _datamodule(synthetic)
+    ds = dm.splits["train"]
+    batch = ds.collate(list(range(16)))
+    for cfg, per_char in (({"kind": "cnn", "dim": 16, "hidden_size": 24}, 2 * 16 * 24 * 3),
+                          ({"kind": "lstm", "dim": 16, "hidden_size": 8}, 2 * 2 * 4 * 8 * (16 + 8))):
+        model = SequenceTagger(**dm.model_inputs(), **{**SMALL, "char_encoder": cfg})
+        words = int(batch["lengths"].sum())
+        chars = int(batch["char_lengths"].sum())
+        assert 0 < chars < int(batch["char_ids"].numel())  # real characters only, each distinct word once
+        assert model.train_flops(batch) == model.train_flops_per_token() * words + 3 * per_char * chars
+    plain = SequenceTagger(**dm.model_inputs(), **{**SMALL, "char_encoder": None})
+    assert plain.train_flops(batch) == plain.train_flops_per_token() * int(batch["lengths"].sum())
