@@ -5,13 +5,13 @@ In one run on one machine it measures, for the task's configured model and data:
   - training throughput (real tokens/s: words for NER and sentiment, target tokens for translation, characters
     or subwords for generation) of the full nlpseq path (datamodule loader -> LightningModule -> Trainer,
     data loading included) and of a plain PyTorch loop (zero_grad, the module's training_step, backward,
-    clipping, the same fused Adam) training an identical copy of the model on the identical batches, taken
-    from the same loader beforehand; the nlpseq path runs the Trainer with the run's own callbacks and
-    loggers (progress bar, throughput, NaN guard, periodic last.ckpt, exact-resume state, EMA where the
-    recipe sets it, the CSV logger; files go to a temporary directory) except the two that need validation
-    (best-checkpoint selection, early stopping); their ratio, by wall time and by this process's CPU time (steadier
-    on a shared machine, where other jobs take the cores at random moments). Repeats alternate which of
-    the two runs first;
+    clipping, the same fused Adam, the same EMA update where the run averages weights) training an
+    identical copy of the model on the identical batches, taken from the same loader beforehand; the
+    nlpseq path runs the Trainer with the run's own callbacks and loggers (progress bar, throughput, NaN
+    guard, periodic last.ckpt, exact-resume state, EMA where the recipe sets it, the CSV logger; files go to
+    a temporary directory) except the two that need validation (best-checkpoint selection, early stopping);
+    their ratio, by wall time and by this process's CPU time (steadier on a shared machine, where other
+    jobs take the cores at random moments). Repeats alternate which of the two runs first;
   - padding: the share of the positions in those batches' padded tensors that are padding, per side
     (translation: source and target) and overall; a stream language model has none;
   - FLOP/s: the model's analytic `train_flops_per_token` (matrix products of the recurrent layers and
@@ -173,13 +173,18 @@ def _mean_length(batches: list) -> float:
     return float(torch.cat(lengths).float().mean())
 
 
-def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int) -> tuple[float, float]:
-    """Wall and CPU seconds of a bare PyTorch training loop (zero_grad, loss, backward, clip, step) over
-    batches[warmup:]."""
+def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int,
+               ema_decay: float | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of a bare PyTorch training loop (zero_grad, loss, backward, clip, step; and an EMA
+    update of the weights when the run averages them, as the nlpseq path then does) over batches[warmup:]."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     from nlpseq.models.base import build_optimizer
 
     model.train()
     opt = build_optimizer(model.parameters(), **optim_cfg)
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                if ema_decay is not None else None)
     start, cpu = time.perf_counter(), time.process_time()
     for i, batch in enumerate(batches):
         if i == warmup:
@@ -191,6 +196,8 @@ def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int)
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -281,6 +288,8 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
         raise NlpseqError(f"bench.steps ({steps}) must be larger than bench.warmup ({warmup})")
     if options["callbacks"] not in ("train", "none"):
         raise NlpseqError(f"bench.callbacks: expected train or none, got {options['callbacks']!r}")
+    ema = cfg.get("callbacks", {}).get("ema") if options["callbacks"] == "train" else None
+    ema_decay = float(ema.get("decay", 0.999)) if ema and "_target_" in ema else None
     initial = copy.deepcopy(model.state_dict())
     batches = _take(dm.train_dataloader(), steps)
     tokens = sum(_tokens(b) for b in batches[warmup:])
@@ -291,7 +300,7 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
             m = copy.deepcopy(model)
             m.load_state_dict(initial)
             if path == "plain":
-                wall, cpu = plain_loop(m, batches, clip, optim_cfg, warmup)
+                wall, cpu = plain_loop(m, batches, clip, optim_cfg, warmup, ema_decay)
                 plain.append(tokens / wall)
                 plain_cpu.append(tokens / cpu)
             else:
