@@ -81,3 +81,29 @@ def test_bench_wrong_task_checkpoint_is_an_error(tmp_path, capsys, sentiment_ckp
     assert bench.main(["task=ner", "bench.skip_train=1", f"bench.ckpt={ckpt}", "bench.repeats=1",
                        f"bench.out={tmp_path / 'b.json'}"]) == 2
     assert "sentiment checkpoint, not ner" in capsys.readouterr().err
+
+
+def test_bench_runs_the_training_callbacks_and_matches_ema_in_the_plain_loop(tmp_path, monkeypatch):
+    """The nlpseq path gets the run's callbacks and loggers (less those that need validation); with an EMA in
+    the run, the plain loop averages the weights too; bench.callbacks=none gives a bare Trainer."""
+    seen = {}
+    real_path, real_loop = bench.nlpseq_path, bench.plain_loop
+
+    def spy_path(model, dm, steps, clip, warmup, callbacks=None, loggers=None):
+        seen["callbacks"] = sorted(type(c).__name__ for c in callbacks or [])
+        seen["loggers"] = [type(x).__name__ for x in loggers or []]
+        return real_path(model, dm, steps, clip, warmup, callbacks, loggers)
+
+    def spy_loop(model, batches, clip, optim_cfg, warmup, ema_decay=None):
+        seen["ema_decay"] = ema_decay
+        return real_loop(model, batches, clip, optim_cfg, warmup, ema_decay)
+
+    monkeypatch.setattr(bench, "nlpseq_path", spy_path)
+    monkeypatch.setattr(bench, "plain_loop", spy_loop)
+    ema = "callbacks.ema={_target_:nlpseq.callbacks.EMA,decay:0.9}"
+    assert bench.main(["task=sentiment", ema, *TINY, "bench.skip_train=0", f"bench.out={tmp_path / 'a.json'}"]) == 0
+    assert seen["callbacks"] == ["EMA", "ExactResume", "LastCheckpoint", "NanGuard", "TQDMProgressBar", "Throughput"]
+    assert seen["loggers"] == ["CSVLogger"] and seen["ema_decay"] == 0.9
+    assert bench.main(["task=sentiment", ema, *TINY, "bench.callbacks=none", f"bench.out={tmp_path / 'b.json'}"]) == 0
+    assert seen["callbacks"] == [] and seen["loggers"] == [] and seen["ema_decay"] is None
+    assert bench.main(["task=sentiment", *TINY, "bench.callbacks=some"]) == 2
