@@ -323,6 +323,9 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
     sampler = getattr(dm, "_train_sampler", None)
     if hasattr(sampler, "padding_share"):  # the whole epoch, by the sampler's own lengths
         result["padding_share_epoch"] = sampler.padding_share()
+        by_side = sampler.padding_share_by_side()
+        if len(by_side) > 1:
+            result["padding_share_epoch_by_side"] = dict(zip(("source", "target"), by_side))
     result.update(matmul_roof_flops=roof, matmul_roof_flops_cpu=roof_cpu)
     flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
     if hasattr(model, "train_flops"):  # FLOPs that depend on the batch beyond its token count (NER's characters)

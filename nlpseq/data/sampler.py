@@ -127,10 +127,19 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def padding_share(self) -> float:
         """Share of positions in this epoch's padded batches that are padding (all sides together)."""
+        real, total = self._padding_counts()
+        return 1.0 - float(real.sum()) / max(float(total.sum()), 1.0)
+
+    def padding_share_by_side(self) -> list[float]:
+        """The same per side (one value for one-sided examples)."""
+        real, total = self._padding_counts()
+        return [1.0 - float(r) / max(float(t), 1.0) for r, t in zip(real, total)]
+
+    def _padding_counts(self) -> tuple[np.ndarray, np.ndarray]:
         sides = self.side_lengths if self.side_lengths is not None else self.lengths[:, None]
-        real = total = 0
+        real, total = np.zeros(sides.shape[1], dtype=np.int64), np.zeros(sides.shape[1], dtype=np.int64)
         for b in self.all_batches():
             lens = sides[b]
-            real += int(lens.sum())
-            total += int(lens.max(axis=0).sum()) * len(b)
-        return 1.0 - real / max(total, 1)
+            real += lens.sum(axis=0)
+            total += lens.max(axis=0) * len(b)
+        return real, total

@@ -60,6 +60,7 @@ def test_two_sided_bucketing_keeps_both_sides_tight():
     assert (two_sided < 0.05).all(), two_sided
     assert (two_sided < one_key).all(), (two_sided, one_key)
     assert abs(s.padding_share() - (1 - sides.sum() / sum(sides[b].max(axis=0).sum() * len(b) for b in batches))) < 1e-9
+    assert np.allclose(s.padding_share_by_side(), two_sided)
     # max_tokens bounds the longer side; evaluation order and DDP shares use it too
     t = BucketBatchSampler(sides, batch_size=1000, max_tokens=600, seed=0)
     assert all(len(b) * sides[b].max() <= 600 or len(b) == 1 for b in t)
