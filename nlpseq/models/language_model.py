@@ -31,6 +31,7 @@ from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, TextTokenizer
 from nlpseq.utils.build import build
 
 IGNORE = -100
+PROMPT_WINDOW = 4096  # prompt tokens read per decoder call when generating
 SAMPLE_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "max_conditions")
 
 
@@ -283,10 +284,13 @@ class LanguageModel(TaskModule):
             return SearchResult([], torch.zeros(0, num_samples), torch.zeros(0, num_samples, dtype=torch.bool))
         device = self.device
         seqs = [[BOS_ID, *map(int, p)] for p in prompts]
-        heads, lengths = pad_ids([s[:-1] for s in seqs], PAD_ID)
+        # all but each prompt's last token (its last token is the search's first input), read in windows that
+        # carry the state, so a long prompt costs bounded memory; a row whose prompt is done keeps its state
         state = self.initial_state(B, conditions)
-        if int(lengths.max()) > 0:  # all but each prompt's last token; its last token is the search's first input
-            _, state, _ = self.decoder(self.embedding(heads.to(device)), state, lengths)
+        heads = [s[:-1] for s in seqs]
+        for start in range(0, max(map(len, heads)), PROMPT_WINDOW):
+            ids, lengths = pad_ids([h[start:start + PROMPT_WINDOW] for h in heads], PAD_ID)
+            _, state, _ = self.decoder(self.embedding(ids.to(device)), state, lengths)
         last = torch.tensor([s[-1] for s in seqs], dtype=torch.long, device=device)
         banned = [PAD_ID, BOS_ID, UNK_ID] + ([] if stop_at_eos else [EOS_ID])
         step = self.step_fn(banned)

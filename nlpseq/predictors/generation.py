@@ -10,8 +10,9 @@ never seen in training become <unk> (listed in `Generation.unknown`); temperatur
 below 0 an error; top_p must lie in (0, 1]; a condition the model does not know is an error; a prompt
 that is not valid Unicode (a lone surrogate) is an NlpseqError.
 
-Big input: the model reads at most the last MAX_PROMPT_TOKENS tokens of a prompt (`Generation.truncated`
-says it did not read all of it; the output still starts with the whole prompt), and prompts are
+Big input: the model reads a prompt in windows of 4,096 tokens carrying its state (memory stays bounded), at
+most its last MAX_PROMPT_TOKENS (1,000,000) tokens (`Generation.truncated` says it did not read all of it; the
+output still starts with the whole prompt), and prompts are
 batched in order, at most `batch_size` sequences and MAX_BATCH_TOKENS padded prompt tokens at a time,
 so memory stays bounded for a 100,000-character prompt or 10,000 prompts in one call.
 """
@@ -29,7 +30,7 @@ from nlpseq.models.language_model import check_decoding, continuation_text
 from nlpseq.predictors.base import Predictor, _chunks, json_line
 from nlpseq.text.tokenizer import UNK_ID
 
-MAX_PROMPT_TOKENS = 4096      # the model reads the last this many tokens of a longer prompt
+MAX_PROMPT_TOKENS = 1_000_000  # the model reads the last this many tokens of a longer prompt (in windows)
 MAX_BATCH_TOKENS = 64 * 1024  # padded prompt tokens per batch, on top of batch_size
 
 

@@ -127,6 +127,25 @@ def test_greedy_continuation_matches_step_by_step_argmax():
     assert out.tokens[0][0] == ids[1 + len(prompt):]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_long_prompts_are_read_in_windows_that_carry_the_state(cell, monkeypatch):
+    """Prompts of different lengths (one empty) read 7 tokens per decoder call continue exactly as when read in
+    one call; no call sees more than the window."""
+    import nlpseq.models.language_model as lm
+
+    model = tiny_model(cell=cell)
+    prompts = [model.tokenizer.encode(t) for t in (TEXT[:40], "", TEXT[5:23], TEXT[:3])]
+    whole = model.generate_ids(prompts, max_new_tokens=15, temperature=0.0)
+    widths = []
+    forward = model.decoder.forward
+    monkeypatch.setattr(model.decoder, "forward", lambda x, *a, **k: widths.append(x.size(1)) or forward(x, *a, **k))
+    monkeypatch.setattr(lm, "PROMPT_WINDOW", 7)
+    windowed = model.generate_ids(prompts, max_new_tokens=15, temperature=0.0)
+    assert windowed.tokens == whole.tokens
+    assert torch.allclose(windowed.scores, whole.scores, atol=1e-5)
+    assert len(widths) == 6 and max(widths) == 7  # 40 tokens (<s> + 40 - 1 read): ceil(40 / 7) calls
+
+
 def test_beam_search_returns_n_best_sorted():
     gen = GenerationPredictor(tiny_model())
     res = gen.predict("To", max_new_tokens=8, beam_size=4, num_samples=3, length_penalty=0.0)
