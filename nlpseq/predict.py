@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + USAGE)
         return 0
+    args: dict = {}
     try:
         args = parse_args(argv)
         if "ckpt" not in args:
@@ -72,8 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     except NlpseqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not _out_of_memory(e):
+            raise
+        sizes = ", ".join(f"{k}={args[k]}" for k in ("batch_size", "beam_size", "num_samples", "max_new_tokens")
+                          if k in args)
+        print(f"error: out of memory while predicting ({sizes or 'default options'}); lower batch_size (or "
+              f"beam_size / num_samples / max_new_tokens). {str(e).splitlines()[0] if str(e) else ''}".rstrip(),
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's CPU allocator or CUDA out of memory."""
+    text = str(e)
+    return isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _run(predictor, source: str, target: str, options: dict) -> int:

@@ -100,3 +100,25 @@ def test_corrupt_foreign_and_future_checkpoints(trained_sentiment, tmp_path):
         load_module(tmp_path / "other.ckpt", task="sentiment")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         nlpseq.load(tmp_path / "nothing.ckpt")
+
+
+def test_predict_cli_turns_an_allocation_failure_into_one_line(trained_sentiment, tmp_path, capsys, monkeypatch):
+    """An absurd batch or beam that exhausts memory ends with one line naming the options to lower."""
+    from nlpseq.predict import main
+    from nlpseq.predictors.sentiment import SentimentPredictor
+
+    def exhausted(self, *args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 137438953472 bytes.")
+
+    monkeypatch.setattr(SentimentPredictor, "predict", exhausted)
+    src = tmp_path / "in.txt"
+    src.write_text("fine\n")
+    assert main([f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", f"input={src}", "batch_size=100000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: out of memory while predicting (batch_size=100000)")
+    assert "DefaultCPUAllocator" in err[0]
+    monkeypatch.setattr(SentimentPredictor, "predict", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):  # anything else is not hidden
+        main([f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", f"input={src}"])
+
