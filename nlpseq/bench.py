@@ -204,8 +204,9 @@ def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int,
 class _Timer:
     """Times trainer.fit from the start of training batch `warmup` to the end of batch `steps - 1` (setup excluded,
     data loading and epoch boundaries included). Batches are counted across epochs: `batch_idx` restarts each epoch.
-    The clocks are read at those two points only, as the plain loop does: `time.process_time` costs ~0.8 ms a call
-    on this VM, which read every step charged the nlpseq path ~5% of a sentiment step."""
+    The clocks are read at those two points only, as the plain loop does: `time.process_time` costs up to ~0.8 ms
+    a call on this VM once the process has several threads, which read every step charged the nlpseq path up to
+    5% of a sentiment step."""
 
     def __init__(self, warmup: int, steps: int):
         import pytorch_lightning as pl
@@ -384,9 +385,13 @@ def measure_inference(predictor, task: str, inputs: list, options: dict) -> dict
     if task == "translation":
         tok = predictor.model.tgt_tokenizer
         for name, beam in (("greedy", 1), ("beam5", 5)):
-            rate = _rates(lambda: predictor.predict(inputs, batch_size=64, beam_size=beam), len(inputs), repeats)
-            hyps = predictor.predict(inputs, batch_size=64, beam_size=beam)
-            length = statistics.mean(len(tok.encode(h.translation)) + 1 for h in hyps)  # + eos, as decoded
+            last: list = []  # the timed runs' output, for its length
+
+            def decode(beam=beam, last=last):
+                last[:] = predictor.predict(inputs, batch_size=64, beam_size=beam)
+
+            rate = _rates(decode, len(inputs), repeats)
+            length = statistics.mean(len(tok.encode(h.translation)) + 1 for h in last)  # + eos, as decoded
             timed[f"decode_{name}_sentences_per_sec_b64"] = rate
             timed[f"decode_{name}_tokens_per_sec_b64"] = (rate[0] * length, rate[1] * length)
             extra[f"decode_{name}_mean_output_tokens"] = length
@@ -418,11 +423,6 @@ def save_checkpoint(model, path: Path) -> None:
                          enable_model_summary=False, max_epochs=0, accelerator="cpu")
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path)
-
-
-def bench_inputs(dm, n: int) -> list:
-    """Raw inputs for predict(): the datamodule's validation inputs, repeated up to n."""
-    return dm.bench_inputs(n)
 
 
 # ---------------------------------------------------------------- the run
@@ -468,7 +468,7 @@ def run(overrides: list[str], options: dict) -> dict:
         predictor = load(ckpt)
         if predictor.task != task:
             raise NlpseqError(f"bench.ckpt is a {predictor.task} checkpoint, not {task}")
-        result.update(measure_inference(predictor, task, bench_inputs(dm, options["infer_sentences"]), options))
+        result.update(measure_inference(predictor, task, dm.bench_inputs(options["infer_sentences"]), options))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from nlpseq.errors import check_float, check_int
+from nlpseq.errors import NlpseqError, check_float, check_int
 from nlpseq.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,6 @@ class NanGuard(pl.Callback):
         if trainer.world_size > 1:
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
-            from nlpseq.errors import NlpseqError
-
             raise NlpseqError(f"training loss is {float(loss.detach())} at step {trainer.global_step} (epoch "
                               f"{trainer.current_epoch}); stopped before that update. Last good checkpoint: "
                               f"{self.last_good(trainer)}. Try a lower model.optim.lr or trainer.gradient_clip_val")

@@ -111,20 +111,11 @@ def _run(predictor, source: str, target: str, options: dict) -> int:
 
 def _stdin_lines():
     """(line number, line) of standard input, checked like a file (UTF-8, no NUL; a leading BOM dropped)."""
-    from nlpseq.errors import DataError
+    from nlpseq.data.files import decode_line
 
     stream = getattr(sys.stdin, "buffer", None)
     for lineno, raw in enumerate(stream if stream is not None else sys.stdin, 1):
-        if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"bytes that are not UTF-8 at column {e.start + 1}", "<stdin>", lineno) from None
-        if "\x00" in raw:
-            raise DataError("NUL byte in line (is this a binary file?)", "<stdin>", lineno)
-        if lineno == 1 and raw.startswith("\ufeff"):
-            raw = raw[1:]
-        yield lineno, raw.rstrip("\r\n")
+        yield lineno, decode_line(raw, "<stdin>", lineno)
 
 
 if __name__ == "__main__":

@@ -68,23 +68,39 @@ def read_lines(path, allow_empty: bool = False) -> Iterator[tuple[int, str]]:
             for lineno, raw in enumerate(f, 1):
                 empty = False
                 try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
+                    line = decode_line(raw, path, lineno)
+                except DataError:
                     if lineno == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
                         raise DataError("the file is UTF-16 (it starts with a UTF-16 byte order mark); "
                                         "save it as UTF-8", path) from None
-                    raise DataError(f"bytes that are not UTF-8 at column {e.start + 1}", path, lineno) from None
-                if "\x00" in line:
-                    raise DataError("NUL byte in line (is this a binary file?)", path, lineno)
-                if line.startswith("\ufeff") and lineno == 1:
-                    line = line[1:]  # byte order mark
-                yield lineno, line.rstrip("\r\n")
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # only gzip raises these while reading
-        raise DataError(f"not a valid gzip file ({_first_line(e)})", path, lineno + 1 if lineno else None) from None
-    except OSError as e:  # permissions, I/O errors
-        raise DataError(f"cannot read the file ({e.strerror or _first_line(e)})", path) from None
+                    raise
+                yield lineno, line
+    except (EOFError, zlib.error, OSError) as e:
+        raise read_error(e, path, lineno + 1 if lineno else None) from None
     if empty and not allow_empty:
         raise DataError("file is empty", path)
+
+
+def decode_line(raw: bytes | str, path, lineno: int) -> str:
+    """One line as every reader takes it: UTF-8 (if bytes), no NUL byte, a first-line byte order mark dropped,
+    the line ending removed; a DataError naming the file and line otherwise."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"bytes that are not UTF-8 at column {e.start + 1}", path, lineno) from None
+    if "\x00" in raw:
+        raise DataError("NUL byte in line (is this a binary file?)", path, lineno)
+    if lineno == 1 and raw.startswith("\ufeff"):
+        raw = raw[1:]
+    return raw.rstrip("\r\n")
+
+
+def read_error(e: BaseException, path, lineno: int | None = None) -> DataError:
+    """The one-line DataError for an exception raised while reading a (maybe gzip) file."""
+    if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):  # only gzip raises these while reading
+        return DataError(f"not a valid gzip file ({_first_line(e)})", path, lineno)
+    return DataError(f"cannot read the file ({getattr(e, 'strerror', None) or _first_line(e)})", path)
 
 
 def _first_line(e: BaseException) -> str:

@@ -396,7 +396,7 @@ class LanguageModelDataModule(TextDataModule):
             for parts in cut:
                 doc = [next(ids) for _ in parts]
                 if self.max_length is not None and self.mode == "lines":
-                    doc = [np.concatenate(doc)[: self.max_length]] if doc else doc
+                    doc = [np.concatenate(doc)[: self.max_length]]
                 seqs.append(np.concatenate([bos, *doc, eos]))
         return seqs
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, is_dataclass
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
@@ -86,15 +85,16 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length (longest first), to pad as little as possible."""
+def batches_by_length(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+                      ) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to pad as little as possible: at most
+    `batch_size` items and, with `max_tokens`, at most that many padded tokens (one item at least)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for s in range(0, len(order), batch_size):
-        yield order[s:s + batch_size]
-
-
-def stdin_lines() -> Iterable[str]:
-    return sys.stdin
+        rows = order[s:s + batch_size]
+        per = len(rows) if max_tokens is None else max(1, max_tokens // max(lengths[rows[0]], 1))  # rows[0]: longest
+        for r in range(0, len(rows), per):
+            yield rows[r:r + per]
 
 
 def check_unicode(text: str, what: str) -> None:

@@ -123,7 +123,7 @@ class NerPredictor(Predictor):
         if pieces:
             enc = model.featurizer.encode([sentences[i][a:b] for i, a, b in pieces])
             device = self.device
-            for rows in _batches(enc.lengths.tolist(), batch_size):
+            for rows in batches_by_length(enc.lengths.tolist(), batch_size, MAX_BATCH_WORDS):
                 batch = model.featurizer.collate(enc, rows)
                 batch = {k: (v if k == "lengths" else v.to(device)) for k, v in batch.items()}
                 emissions, mask = model(batch)
@@ -288,13 +288,6 @@ def _pieces(tokens: Sequence[str], limit: int) -> list[tuple[int, int]]:
     out.append((start, n))
     return out
 
-
-def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
-    """Length-sorted batches of at most batch_size sentences and MAX_BATCH_WORDS padded words."""
-    for rows in batches_by_length(lengths, batch_size):
-        per = max(1, MAX_BATCH_WORDS // max(lengths[rows[0]], 1))  # rows[0] is the longest
-        for s in range(0, len(rows), per):
-            yield rows[s:s + per]
 
 
 def _separator_of(line: str) -> str:

@@ -38,14 +38,10 @@ class SentimentPredictor(Predictor):
         model = self.model
         ids = encode_texts(model.tokenizer, texts)
         probs = torch.empty(len(texts), len(model.labels))
-        lengths_all = ids.lengths.tolist()
-        for rows in batches_by_length(lengths_all, batch_size):
-            per = max(1, MAX_BATCH_TOKENS // max(lengths_all[rows[0]], 1))  # rows[0] is the longest
-            for s in range(0, len(rows), per):
-                batch = rows[s:s + per]
-                tokens, lengths = pad_ids([ids[i] for i in batch])
-                logits = model(tokens.to(self.device), lengths)
-                probs[batch] = torch.softmax(logits.float(), -1).cpu()
+        for batch in batches_by_length(ids.lengths.tolist(), batch_size, MAX_BATCH_TOKENS):
+            tokens, lengths = pad_ids([ids[i] for i in batch])
+            logits = model(tokens.to(self.device), lengths)
+            probs[batch] = torch.softmax(logits.float(), -1).cpu()
         best = probs.argmax(-1).tolist()
         rows = probs.tolist()
         results = [SentimentPrediction(text, model.labels[b], {lab: round(p, 6) for lab, p in zip(model.labels, row)})

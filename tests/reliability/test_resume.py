@@ -3,6 +3,7 @@ resumed with `ckpt_path=last` ends exactly as an uninterrupted run: weights, opt
 stopping, data position, random state, carried language-model state, metrics."""
 import signal
 
+import pytest
 import torch
 
 
@@ -72,22 +73,15 @@ def test_language_model_stream_resumes_exactly_after_two_kills(generation_runs):
     assert second.resumed.results == ref.results and "val/loss (last epoch)" in ref.results
 
 
-def test_ner_killed_mid_epoch_resumes_exactly(ner_runs):
-    """Word dropout, char CNN and CRF; the span-F1 metric state and the test table match too."""
-    ref, k = ner_runs["ref"], ner_runs["killed"]
+@pytest.mark.parametrize("runs,step,metric", [
+    ("ner_runs", 30, "test/f1"),            # word dropout, char CNN, CRF; span-F1 state and the test table
+    ("translation_runs", 60, "test/bleu"),  # teacher-forced training, greedy validation BLEU, beam-search test
+])
+def test_killed_mid_epoch_resumes_exactly(request, runs, step, metric):
+    runs = request.getfixturevalue(runs)
+    ref, k = runs["ref"], runs["killed"]
     assert ref.returncode == 0, ref.stderr[-3000:]
-    assert_resumed(k, step=30)
+    assert_resumed(k, step=step)
     for name in ("last.ckpt", "best.ckpt"):
         assert_same_training(ref.run_dir / "checkpoints" / name, k.run_dir / "checkpoints" / name)
-    assert k.resumed.results == ref.results and "test/f1" in ref.results
-
-
-def test_translation_killed_mid_epoch_resumes_exactly(translation_runs):
-    """Teacher-forced training, greedy validation BLEU, beam-search test."""
-    ref, k = translation_runs["ref"], translation_runs["killed"]
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    assert_resumed(k, step=60)
-    for name in ("last.ckpt", "best.ckpt"):
-        assert_same_training(ref.run_dir / "checkpoints" / name, k.run_dir / "checkpoints" / name)
-    assert k.resumed.results == ref.results and "test/bleu" in ref.results
-
+    assert k.resumed.results == ref.results and metric in ref.results
