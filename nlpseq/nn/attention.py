@@ -15,13 +15,18 @@ ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general")
 LUONG_KINDS = ("dot", "general")
 
 
-def masked_attend(scores: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """scores [B, T, S], keys [B, S, K], mask [B, S] -> (context [B, T, K], weights [B, T, S])."""
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """scores [B, T, S], mask [B, S] -> weights [B, T, S], exactly zero at padding."""
     mask = mask.unsqueeze(1)  # broadcast over the T queries
     # A row with no real position would be softmax(all -inf) = NaN (also in backward): leave such rows
     # unmasked for the softmax and zero them afterwards, so they attend to nothing and yield a zero context.
     open_rows = mask | ~mask.any(-1, keepdim=True)
-    weights = torch.softmax(scores.masked_fill(~open_rows, float("-inf")), dim=-1).masked_fill(~mask, 0.0)
+    return torch.softmax(scores.masked_fill(~open_rows, float("-inf")), dim=-1).masked_fill(~mask, 0.0)
+
+
+def masked_attend(scores: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores [B, T, S], keys [B, S, K], mask [B, S] -> (context [B, T, K], weights [B, T, S])."""
+    weights = masked_softmax(scores, mask)
     return torch.bmm(weights, keys), weights
 
 
@@ -46,6 +51,10 @@ class _Attention(nn.Module):
         if single:
             return context.squeeze(1), weights.squeeze(1)
         return context, weights
+
+    def weights(self, queries: torch.Tensor, mask: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
+        """queries [B, T, Q] -> weights [B, T, S] alone (for callers that mix projections of the keys instead)."""
+        return masked_softmax(self.score(queries, projected_keys), mask)
 
 
 class BahdanauAttention(_Attention):

@@ -23,7 +23,8 @@ Conventions shared by all searches:
   many rows finished), none per sentence. Sampling keeps every row (its random draws depend on the
   number of rows, and seeded samples stay as they were).
 - State tensors that are equal for all beams of an item (an encoder memory, its mask, projected keys)
-  can be wrapped in `Shared`: beam search then never reorders them, only drops the rows of finished items.
+  can be wrapped in `Shared`: they keep one row per item (beam search neither expands nor reorders them,
+  it only drops the rows of finished items).
 """
 from __future__ import annotations
 
@@ -52,39 +53,48 @@ class SearchResult:
 
 
 class Shared:
-    """Batch-first state tensors that are the same for every beam of an item (e.g. the encoder memory).
+    """Batch-first state tensors with one row per item, the same for all of its beams (e.g. the encoder memory).
 
-    `select_state` (the per-step beam reordering, which only moves rows within an item's block of beams)
-    passes them through untouched; `select_state(..., shared=True)` also selects their rows, which beam
-    search does when finished items leave the batch. Saves copying the memory at every step.
+    Beam search expands the rest of its state to item x beam rows (item a's beams are rows a * K .. a * K + K - 1)
+    and reorders it at every step; `Shared` tensors stay one row per item and are only selected when finished
+    items leave the batch (`select_state(..., items=...)`). So the step function sees A * K state rows and A
+    shared rows and can broadcast the memory over each item's K beams instead of copying it K times.
+    Entries may be None (an absent part of the state).
     """
 
     __slots__ = ("tensors",)
 
-    def __init__(self, *tensors: torch.Tensor):
+    def __init__(self, *tensors: torch.Tensor | None):
         self.tensors = tensors
 
 
 def map_state(state: Any, fn: Callable[[torch.Tensor], torch.Tensor], shared: bool = False) -> Any:
     """Apply fn to every tensor in a nesting of tuples, NamedTuples, lists and dicts; other leaves pass through,
     and so do `Shared` tensors unless `shared`."""
+    return _map(state, fn, fn if shared else None)
+
+
+def _map(state: Any, fn: Callable | None, shared_fn: Callable | None) -> Any:
+    """fn on plain tensors, shared_fn on those inside `Shared` (None: leave them)."""
     if isinstance(state, torch.Tensor):
-        return fn(state)
+        return state if fn is None else fn(state)
     if isinstance(state, tuple) and hasattr(state, "_fields"):  # NamedTuple
-        return type(state)(*(map_state(s, fn, shared) for s in state))
+        return type(state)(*(_map(s, fn, shared_fn) for s in state))
     if isinstance(state, (tuple, list)):
-        return type(state)(map_state(s, fn, shared) for s in state)
+        return type(state)(_map(s, fn, shared_fn) for s in state)
     if isinstance(state, dict):
-        return {k: map_state(v, fn, shared) for k, v in state.items()}
-    if shared and isinstance(state, Shared):
-        return Shared(*(fn(t) for t in state.tensors))
+        return {k: _map(v, fn, shared_fn) for k, v in state.items()}
+    if shared_fn is not None and isinstance(state, Shared):
+        return Shared(*(None if t is None else shared_fn(t) for t in state.tensors))
     return state
 
 
-def select_state(state: Any, index: torch.Tensor, shared: bool = False) -> Any:
+def select_state(state: Any, index: torch.Tensor, items: torch.Tensor | None = None) -> Any:
     """Rows `index` (LongTensor [N]) of every batch-first tensor in state: reorders, expands or shrinks it.
-    `Shared` tensors only with `shared`."""
-    return map_state(state, lambda t: t.index_select(0, index), shared)
+    `Shared` tensors take rows `items` instead (None: they stay as they are)."""
+    def pick(rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: t.index_select(0, rows)
+    return _map(state, pick(index), None if items is None else pick(items))
 
 
 def _should_compact(n_done: int, rows: int) -> bool:
@@ -171,7 +181,7 @@ def _decode(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, max_
         if compact and _should_compact(n_done, alive.numel()):
             write(finished.nonzero().squeeze(1))
             keep = (~finished).nonzero().squeeze(1)
-            state = select_state(state, keep, shared=True)
+            state = select_state(state, keep, items=keep)
             alive, tokens, max_t, finished = alive[keep], tokens[keep], max_t[keep], finished[keep]
             a_scores, a_lengths, a_ended = a_scores[keep], a_lengths[keep], a_ended[keep]
         log_probs, state = step_fn(tokens, state)
@@ -284,7 +294,7 @@ def beam_search(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, 
         if _should_compact(n_done, A):  # finished items leave: their rows are never computed again
             write(done.nonzero().squeeze(1))
             keep = (~done).nonzero().squeeze(1)
-            state = select_state(state, (keep.unsqueeze(1) * K + beams).view(-1), shared=True)
+            state = select_state(state, (keep.unsqueeze(1) * K + beams).view(-1), items=keep)
             tokens = tokens.view(A, K)[keep].view(-1)
             alive, max_t, max_lp, done = alive[keep], max_t[keep], max_lp[keep], done[keep]
             open_scores, open_seqs = open_scores[keep], open_seqs[keep]

@@ -289,3 +289,98 @@ def test_teacher_forced_loop_gradients_match_the_step_path(attention, input_feed
         grads.append([p.grad.clone() for p in dec.parameters() if p.grad is not None])
     for a, b in zip(*grads):
         close(a, b)
+
+
+# ---- prepared (search) states: the memory projected once, each step mixing the projections ----
+
+PREPARED = CONFIGS + [("bahdanau", True, "rnn"), ("luong_general", False, "rnn")]
+
+
+@pytest.mark.parametrize("attention,input_feeding,cell", PREPARED,
+                         ids=[f"{a}-{'feed' if f else 'nofeed'}-{c}" for a, f, c in PREPARED])
+def test_prepared_state_steps_like_the_plain_one(attention, input_feeding, cell):
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch()
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False], [True, False, False, False]])
+    plain = start(dec, final, memory, mask)
+    prepared = dec.prepare_search(plain)
+    if attention is None:
+        assert prepared is plain
+        return
+    assert prepared.memory_combine.shape == (3, 4, H)
+    assert (prepared.memory_gates is not None) == (attention == "bahdanau")
+    for t in range(x.size(1)):
+        out, plain, w = dec.step(x[:, t], plain)
+        ref_out, prepared, ref_w = dec.step(x[:, t], prepared)
+        torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-10)
+        torch.testing.assert_close(w, ref_w, rtol=0, atol=1e-10)
+        torch.testing.assert_close(plain.hidden, prepared.hidden, rtol=0, atol=1e-10)
+    assert not w[1, 2:].any() and not w[2, 1:].any()  # padding still gets no weight
+
+
+@pytest.mark.parametrize("attention,input_feeding,cell", [("bahdanau", False, "gru"), ("bahdanau", True, "lstm"),
+                                                          ("luong_general", True, "gru")])
+def test_prepared_memory_is_shared_by_groups_of_rows(attention, input_feeding, cell):
+    # beam search: K rows per sentence (different hidden states) over one row of memory per sentence give
+    # what the plain step gives with the memory copied to every row
+    dec = make(attention, input_feeding, cell)
+    x, final, memory = batch(B=2, S=4)
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    K = 3
+    rows = torch.arange(2).repeat_interleave(K)
+    state = start(dec, final, memory, mask)
+    _, state, _ = dec(x[:, :2], state)
+    expanded = select_state(state, rows)
+    expanded = expanded._replace(hidden=expanded.hidden + 0.1 * torch.randn_like(expanded.hidden))
+    prepared = dec.prepare_search(state)
+    grouped = expanded._replace(**{f: getattr(prepared, f) for f in ("memory", "memory_mask", "projected_keys",
+                                                                     "memory_gates", "memory_combine")})
+    inputs = torch.randn(2 * K, IN, dtype=torch.double)
+    ref_out, ref_state, ref_w = dec.step(inputs, expanded)
+    out, new_state, w = dec.step(inputs, grouped)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-10)
+    torch.testing.assert_close(w, ref_w, rtol=0, atol=1e-10)
+    torch.testing.assert_close(new_state.hidden, ref_state.hidden, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="cannot share"):
+        dec.step(inputs[:5], grouped._replace(hidden=grouped.hidden[:5],
+                                              cell=None if grouped.cell is None else grouped.cell[:5]))
+
+
+@pytest.mark.parametrize("kind,layers,bias", [("lstm", 2, True), ("gru", 1, True), ("gru", 2, False),
+                                              ("rnn_tanh", 1, True), ("rnn_relu", 2, True)])
+def test_rnn_step_from_precomputed_first_gates(kind, layers, bias):
+    # cell_from_gates against torch's fused cells, values and gradients
+    import torch.nn.functional as F
+    from nlpseq.nn.decoders import rnn_step
+
+    torch.manual_seed(0)
+    if kind.startswith("rnn"):
+        rnn = torch.nn.RNN(5, 6, layers, nonlinearity=kind[4:], bias=bias, batch_first=True)
+    else:
+        rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](5, 6, layers, bias=bias, batch_first=True)
+    rnn = rnn.double()
+    x = torch.randn(4, 5, dtype=torch.double)
+    h = list(torch.randn(layers, 4, 6, dtype=torch.double).unbind(0))
+    c = list(torch.randn(layers, 4, 6, dtype=torch.double).unbind(0)) if kind == "lstm" else None
+    results = []
+    for precomputed in (False, True):
+        rnn.zero_grad()
+        if precomputed:
+            gates = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0 if bias else None)
+            out, hs, cs = rnn_step(rnn, None, h, c, first_gates=gates)
+        else:
+            out, hs, cs = rnn_step(rnn, x, h, c)
+        (out.sum() + sum(s.square().sum() for s in hs + (cs or []))).backward()
+        results.append((out, hs, cs, [p.grad.clone() for p in rnn.parameters()]))
+    (out, hs, cs, g), (ref, ref_hs, ref_cs, ref_g) = results
+    for a, b in zip([out, *hs, *(cs or []), *g], [ref, *ref_hs, *(ref_cs or []), *ref_g]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_cpu_tanh_matches_torch():
+    from nlpseq.nn.decoders import tanh
+
+    x = torch.cat([torch.linspace(-50, 50, 2001), torch.tensor([0.0, 1e-8, -1e-8, 1e30, -1e30])])
+    torch.testing.assert_close(tanh(x), torch.tanh(x), rtol=0, atol=3e-7)
+    x64 = x.double()
+    torch.testing.assert_close(tanh(x64), torch.tanh(x64), rtol=0, atol=1e-15)

@@ -394,8 +394,10 @@ def test_shared_state_is_only_selected_when_asked():
     state = (torch.arange(4), Shared(torch.arange(4) * 10))
     moved = select_state(state, torch.tensor([3, 3, 0]))
     assert moved[0].tolist() == [3, 3, 0] and moved[1] is state[1]
-    shrunk = select_state(state, torch.tensor([1, 2]), shared=True)
-    assert shrunk[1].tensors[0].tolist() == [10, 20]
+    shrunk = select_state(state, torch.tensor([1, 2]), items=torch.tensor([2]))
+    assert shrunk[0].tolist() == [1, 2] and shrunk[1].tensors[0].tolist() == [20]
+    # absent parts of a shared state pass through
+    assert select_state(Shared(None, torch.arange(3)), torch.tensor([0]), items=torch.tensor([1])).tensors[0] is None
 
 
 @pytest.fixture
@@ -441,8 +443,8 @@ def test_finished_items_are_not_computed_again():
 
 
 def test_translator_style_shared_memory_beam_search_matches_without_dropping(never_compact):
-    # a real decoder with its memory held in Shared (as Translator does): dropping finished sentences
-    # shrinks the memory along with the state, and the results stay the same
+    # a real decoder with its memory held in Shared, one row per sentence (as Translator does): dropping
+    # finished sentences shrinks the memory along with the state, and the results stay the same
     from nlpseq.nn.decoders import RecurrentDecoder
     from nlpseq.nn.search import Shared
 
@@ -455,16 +457,16 @@ def test_translator_style_shared_memory_beam_search_matches_without_dropping(nev
     memory = torch.randn(B, S, H, dtype=torch.double)
     mask = torch.arange(S).unsqueeze(0) < torch.tensor([[6], [2], [4], [5], [1]])
     state = dec.init_state(B, torch.randn(B, H, dtype=torch.double), memory, mask)
-    rows = torch.arange(B).repeat_interleave(K)
-    shared = Shared(*(t.index_select(0, rows) for t in (state.memory, state.memory_mask, state.projected_keys)))
-    light = state._replace(memory=None, memory_mask=None, projected_keys=None)
+    state = dec.prepare_search(state)
+    fields = ("memory", "memory_mask", "projected_keys", "memory_gates", "memory_combine")
+    shared = Shared(*(getattr(state, f) for f in fields))
+    light = state._replace(**dict.fromkeys(fields))
 
     def step(tokens, st):
         dyn, mem = st
-        m, mk, keys = mem.tensors
-        assert dyn.hidden.size(0) == m.size(0)
-        out, new, _ = dec.step(embed(tokens), dyn._replace(memory=m, memory_mask=mk, projected_keys=keys))
-        return torch.log_softmax(proj(out), -1), (new._replace(memory=None, memory_mask=None, projected_keys=None), mem)
+        assert dyn.hidden.size(0) == mem.tensors[0].size(0) * K
+        out, new, _ = dec.step(embed(tokens), dyn._replace(**dict(zip(fields, mem.tensors))))
+        return torch.log_softmax(proj(out), -1), (new._replace(**dict.fromkeys(fields)), mem)
 
     with torch.no_grad():
         results = []
