@@ -40,6 +40,15 @@ class TaskModule(pl.LightningModule):
     task: ClassVar[str] = ""
     monitor: ClassVar[str] = "val/loss"  # metric the plateau scheduler follows (task configs set their own)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` before and after every hook it calls (~45 times a training step);
+        # nn.Module.__setattr__ first checks parameters, buffers and submodules (~5 us a call, ~0.25 ms a step,
+        # 1.5% of a sample-size NER step). A string attribute needs none of that.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def configure_optimizers(self) -> Any:
         optim_cfg = dict(self.hparams.get("optim") or {})
         try:

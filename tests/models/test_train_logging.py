@@ -58,3 +58,18 @@ def test_loss_is_logged_for_the_logger_and_the_bar_only(tmp_path):
     assert 0 < calls.count("train/loss") <= len(record.shown) + len(rows)
     assert calls.count("train/loss") < 30
     assert torch.isfinite(torch.tensor(list(record.losses.values()))).all()
+
+
+def test_hook_name_bookkeeping_skips_module_registration():
+    # Lightning sets `_current_fx_name` around every hook; TaskModule stores it as a plain attribute, and every
+    # other assignment still goes through nn.Module (parameters and submodules register)
+    from nlpseq.models.base import TaskModule
+
+    m = TaskModule()
+    m._current_fx_name = "training_step"
+    assert m.__dict__["_current_fx_name"] == "training_step" and m._current_fx_name == "training_step"
+    m._current_fx_name = None
+    assert m._current_fx_name is None
+    m.lin = torch.nn.Linear(2, 2)
+    m.scale = torch.nn.Parameter(torch.ones(1))
+    assert "lin" in m._modules and "scale" in m._parameters and "lin" not in m.__dict__
