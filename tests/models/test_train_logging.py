@@ -73,3 +73,28 @@ def test_hook_name_bookkeeping_skips_module_registration():
     m.lin = torch.nn.Linear(2, 2)
     m.scale = torch.nn.Parameter(torch.ones(1))
     assert "lin" in m._modules and "scale" in m._parameters and "lin" not in m.__dict__
+
+
+def test_training_step_signature_is_precomputed_and_exact():
+    # Lightning inspects training_step's signature every step; each task module carries it precomputed, and
+    # Lightning's own test still finds batch_idx (a step without it would be called with one argument)
+    import inspect
+
+    from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
+
+    from nlpseq.models.base import TaskModule
+    from nlpseq.models.classifier import SentimentClassifier
+    from nlpseq.models.language_model import LanguageModel
+    from nlpseq.models.seq2seq import Translator
+    from nlpseq.models.tagger import SequenceTagger
+
+    for cls in (SentimentClassifier, SequenceTagger, Translator, LanguageModel):
+        assert "__signature__" in vars(cls.training_step)
+        assert cls.training_step.__signature__ == inspect.signature(inspect.unwrap(cls.training_step))
+
+    class OneArgument(TaskModule):
+        def training_step(self, batch):
+            return batch
+
+    assert not is_param_in_hook_signature(OneArgument().training_step, "batch_idx", min_args=2)
+    assert is_param_in_hook_signature(SentimentClassifier.training_step.__get__(object()), "batch_idx", min_args=2)
