@@ -47,6 +47,7 @@ Options (bench.KEY=VALUE):
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -80,21 +81,48 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=False)
 
 
+def _device() -> torch.device:
+    """Where the bench computes: the GPU when there is one (as the nlpseq path's Trainer picks), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync() -> None:
+    """Waits for queued GPU work, so that a clock read after it times the work (a no-op on the CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _median_time(fn, repeats: int, warmup: int = 2, clock=time.perf_counter) -> float:
     for _ in range(warmup):
         fn()
+    _sync()
     times = []
     for _ in range(repeats):
         t = clock()
         fn()
+        _sync()
         times.append(clock() - t)
     return statistics.median(times)
 
 
-def matmul_roof(n: int = 1024, repeats: int = 10, clock=time.perf_counter) -> float:
-    """FLOP/s of an n x n fp32 matrix multiply on this machine, now (the same threads as training), per second
-    of `clock` (wall time, or time.process_time: per CPU second)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision setting (None: full precision)."""
+    precision = str(precision)
+    if "mixed" not in precision:
+        return None
+    return torch.bfloat16 if precision.startswith("bf16") else torch.float16
+
+
+def autocast(precision: str, device: str | None = None):
+    """The autocast context Lightning runs training_step in for `precision` (a no-op for full precision)."""
+    dtype = autocast_dtype(precision)
+    return torch.autocast(device or _device().type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def matmul_roof(n: int = 1024, repeats: int = 10, clock=time.perf_counter, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of an n x n matrix multiply (fp32, or `dtype`) on this machine, now (the same threads as training),
+    per second of `clock` (wall time, or time.process_time: per CPU second)."""
+    a, b = (torch.randn(n, n, dtype=dtype, device=_device()) for _ in range(2))
     return 2 * n ** 3 / _median_time(lambda: a @ b, repeats, warmup=3, clock=clock)
 
 
@@ -103,15 +131,18 @@ def rnn_flops_per_token(rnn: torch.nn.RNNBase) -> float:
     return sum(2 * p.numel() for name, p in rnn.named_parameters() if name.startswith("weight"))
 
 
-def rnn_kernel(rnn: torch.nn.RNNBase, batch: int, length: int, repeats: int) -> float:
+def rnn_kernel(rnn: torch.nn.RNNBase, batch: int, length: int, repeats: int, precision: str = "32-true") -> float:
     """Training FLOP/s (forward + backward = 3x forward) of a bare copy of `rnn` on one [batch, length] input:
-    the recurrent kernel alone, unpacked, the most this model's recurrence can run at."""
-    rnn = copy.deepcopy(rnn).train()
-    x = torch.randn(batch, length, rnn.input_size, requires_grad=True)
+    the recurrent kernel alone, unpacked, the most this model's recurrence can run at (under the run's
+    autocast for mixed precision)."""
+    rnn = copy.deepcopy(rnn).to(_device()).train()
+    x = torch.randn(batch, length, rnn.input_size, device=_device(), requires_grad=True)
 
     def step():
         rnn.zero_grad(set_to_none=True)
-        rnn(x)[0].sum().backward()
+        with autocast(precision):
+            out = rnn(x)[0]
+        out.float().sum().backward()
 
     return 3 * rnn_flops_per_token(rnn) * batch * length / _median_time(step, repeats)
 
@@ -119,8 +150,8 @@ def rnn_kernel(rnn: torch.nn.RNNBase, batch: int, length: int, repeats: int) -> 
 def rnn_batch_speedup(rnn: torch.nn.RNNBase, length: int, repeats: int) -> float:
     """Sequences/s of a bare copy of `rnn` (inference) at batch 64 over batch 1: the most batching can give a
     model whose time is its recurrence (the batch-1 call is matrix-vector products, the batch-64 one GEMMs)."""
-    rnn = copy.deepcopy(rnn).eval()
-    one, many = torch.randn(1, length, rnn.input_size), torch.randn(64, length, rnn.input_size)
+    rnn = copy.deepcopy(rnn).to(_device()).eval()
+    one, many = (torch.randn(n, length, rnn.input_size, device=_device()) for n in (1, 64))
     with torch.inference_mode():
         return 64 * _median_time(lambda: rnn(one), repeats) / _median_time(lambda: rnn(many), repeats)
 
@@ -174,23 +205,28 @@ def _mean_length(batches: list) -> float:
 
 
 def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int,
-               ema_decay: float | None = None) -> tuple[float, float]:
+               ema_decay: float | None = None, precision: str = "32-true") -> tuple[float, float]:
     """Wall and CPU seconds of a bare PyTorch training loop (zero_grad, loss, backward, clip, step; and an EMA
-    update of the weights when the run averages them, as the nlpseq path then does) over batches[warmup:]."""
+    update of the weights when the run averages them, as the nlpseq path then does) over batches[warmup:].
+    Mixed precision: the loss under autocast, as Lightning computes it (bf16 needs no gradient scaling)."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from nlpseq.models.base import build_optimizer
 
-    model.train()
-    opt = build_optimizer(model.parameters(), **optim_cfg)
+    device = _device()
+    model.to(device).train()
+    opt = build_optimizer(model.parameters(), **optim_cfg, allow_fused=autocast_dtype(precision) is None)
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
                 if ema_decay is not None else None)
     start, cpu = time.perf_counter(), time.process_time()
     for i, batch in enumerate(batches):
         if i == warmup:
             start, cpu = time.perf_counter(), time.process_time()
+        if device.type != "cpu":  # each step copies its batch over, as Lightning does
+            batch = model.transfer_batch_to_device(batch, device, 0)
         opt.zero_grad(set_to_none=True)
-        loss = model.training_step(batch, i)
+        with autocast(precision):
+            loss = model.training_step(batch, i)
         loss = loss["loss"] if isinstance(loss, dict) else loss
         loss.backward()
         if clip:
@@ -198,6 +234,7 @@ def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int,
         opt.step()
         if averaged is not None:
             averaged.update_parameters(model)
+    _sync()
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -216,12 +253,14 @@ class _Timer:
         class Cb(pl.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 if timer.batches == warmup:
+                    _sync()
                     timer.start, timer.cpu_start = time.perf_counter(), time.process_time()
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 if timer.batches >= warmup:
                     timer.tokens += _tokens(batch)
                 if timer.batches == steps - 1:
+                    _sync()
                     timer.end, timer.cpu_end = time.perf_counter(), time.process_time()
                 timer.batches += 1
 
@@ -258,10 +297,8 @@ def training_callbacks(cfg, workdir: Path) -> tuple[list, list]:
 
 
 def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int, callbacks: list | None = None,
-                loggers: list | None = None) -> tuple[float, float, int]:
+                loggers: list | None = None, precision: str = "32-true") -> tuple[float, float, int]:
     """Wall and CPU seconds of `trainer.fit` over the timed batches, and their real tokens."""
-    import contextlib
-
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ProgressBar
 
@@ -272,7 +309,7 @@ def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int, 
                          enable_checkpointing=False, enable_progress_bar=bar, enable_model_summary=False,
                          accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
                          use_distributed_sampler=False, gradient_clip_val=clip, callbacks=[*callbacks, timer.callback],
-                         max_epochs=-1)
+                         max_epochs=-1, precision=precision)
     # the progress bar is drawn (its cost counts) but not shown: it would interleave with the bench's table
     with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
         trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
@@ -283,6 +320,7 @@ def nlpseq_path(model, datamodule, steps: int, clip: float | None, warmup: int, 
 def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Module]:
     """Training throughput of both paths, padding, FLOP/s; returns the results and the last trained model."""
     clip = cfg.trainer.get("gradient_clip_val")
+    precision = str(cfg.trainer.get("precision", "32-true"))  # trainer.precision=bf16-mixed: both paths autocast
     optim_cfg = dict(cfg.model.get("optim") or {})
     steps, repeats, warmup = options["steps"], options["repeats"], options["warmup"]
     if steps <= warmup:
@@ -301,18 +339,20 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
             m = copy.deepcopy(model)
             m.load_state_dict(initial)
             if path == "plain":
-                wall, cpu = plain_loop(m, batches, clip, optim_cfg, warmup, ema_decay)
+                wall, cpu = plain_loop(m, batches, clip, optim_cfg, warmup, ema_decay, precision)
                 plain.append(tokens / wall)
                 plain_cpu.append(tokens / cpu)
             else:
                 with tempfile.TemporaryDirectory() as workdir:
                     callbacks, loggers = (training_callbacks(cfg, Path(workdir)) if options["callbacks"] == "train"
                                           else ([], []))
-                    wall, cpu, seen = nlpseq_path(m, dm, steps, clip, warmup, callbacks, loggers)
+                    wall, cpu, seen = nlpseq_path(m, dm, steps, clip, warmup, callbacks, loggers, precision)
                 ours.append(seen / wall)
                 ours_cpu.append(seen / cpu)
                 trained = m
-    roof, roof_cpu = matmul_roof(), matmul_roof(clock=time.process_time)
+    # mixed precision: the roof of the autocast dtype's matrix multiply, the one the model's big products run in
+    roof_dtype = autocast_dtype(precision) or torch.float32
+    roof, roof_cpu = matmul_roof(dtype=roof_dtype), matmul_roof(clock=time.process_time, dtype=roof_dtype)
     med = statistics.median
     result = {"train_tokens_per_sec_nlpseq": med(ours), "train_tokens_per_sec_plain": med(plain),
               "ratio_nlpseq_vs_plain": med(ours) / med(plain),
@@ -327,7 +367,8 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
         by_side = sampler.padding_share_by_side()
         if len(by_side) > 1:
             result["padding_share_epoch_by_side"] = dict(zip(("source", "target"), by_side))
-    result.update(matmul_roof_flops=roof, matmul_roof_flops_cpu=roof_cpu)
+    result.update(precision=precision, matmul_roof_dtype=str(roof_dtype).replace("torch.", ""), matmul_roof_flops=roof,
+                  matmul_roof_flops_cpu=roof_cpu)
     flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
     if hasattr(model, "train_flops"):  # FLOPs that depend on the batch beyond its token count (NER's characters)
         flops_per_token = sum(model.train_flops(b) for b in batches[warmup:]) / max(tokens, 1)
@@ -341,7 +382,7 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
         batch_rows = batches[0]["src" if "src" in batches[0] else "targets" if "targets" in batches[0]
                                 else "lengths"].size(0)
         length = max(1, round(_mean_length(batches)))
-        kernel = rnn_kernel(rnn, batch_rows, length, max(repeats, 5))
+        kernel = rnn_kernel(rnn, batch_rows, length, max(repeats, 5), precision)
         result.update(rnn_kernel_flops=kernel, rnn_kernel_share_of_roof=kernel / roof,
                       rnn_kernel_batch64_speedup=rnn_batch_speedup(rnn, length, max(repeats, 5)))
     return result, trained

@@ -6,6 +6,7 @@ Lightning); the CLI itself is checked through its one-line errors.
 import json
 
 import pytest
+import torch
 
 from nlpseq import bench
 
@@ -34,6 +35,37 @@ def test_bench_measures_every_task_and_writes_json(tmp_path, capsys, task):
     if task == "translation":
         assert set(r["padding_share_by_side"]) == {"source", "target"}
     assert f"nlpseq.bench: {task}" in capsys.readouterr().out
+
+
+def test_bench_mixed_precision_autocasts_both_paths(tmp_path, monkeypatch):
+    # trainer.precision=bf16-mixed: the Trainer runs under bf16 autocast, the plain loop computes its loss under
+    # the same autocast (with the same unfused Adam Lightning needs for clipping), and the roof is bf16's
+    seen = []
+    real = bench.autocast
+
+    def spy(precision, device=None):
+        seen.append(bench.autocast_dtype(precision))
+        return real(precision, device)
+
+    monkeypatch.setattr(bench, "autocast", spy)
+    out = tmp_path / "b.json"
+    assert bench.main(["task=ner", "trainer.precision=bf16-mixed", *TINY, f"bench.out={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert r["precision"] == "bf16-mixed" and r["matmul_roof_dtype"] == "bfloat16"
+    assert r["train_tokens_per_sec_nlpseq"] > 0 and r["train_tokens_per_sec_plain"] > 0
+    assert seen and set(seen) == {torch.bfloat16}  # plain-loop steps and the bare kernel, all under bf16
+
+
+def test_plain_loop_optimizer_matches_the_trainer_under_mixed_precision():
+    # the fused Adam kernel unscales gradients itself, so Lightning refuses to clip with it under autocast:
+    # TaskModule then builds the unfused one, and the plain loop must time the same optimizer
+    from nlpseq.models.base import build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert build_optimizer(params).defaults["fused"] is True
+    assert not build_optimizer(params, allow_fused=False).defaults["fused"]
+    assert bench.autocast_dtype("bf16-mixed") is torch.bfloat16 and bench.autocast_dtype("16-mixed") is torch.float16
+    assert bench.autocast_dtype("32-true") is None and bench.autocast_dtype("bf16-true") is None
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +121,14 @@ def test_bench_runs_the_training_callbacks_and_matches_ema_in_the_plain_loop(tmp
     seen = {}
     real_path, real_loop = bench.nlpseq_path, bench.plain_loop
 
-    def spy_path(model, dm, steps, clip, warmup, callbacks=None, loggers=None):
+    def spy_path(model, dm, steps, clip, warmup, callbacks=None, loggers=None, precision="32-true"):
         seen["callbacks"] = sorted(type(c).__name__ for c in callbacks or [])
         seen["loggers"] = [type(x).__name__ for x in loggers or []]
-        return real_path(model, dm, steps, clip, warmup, callbacks, loggers)
+        return real_path(model, dm, steps, clip, warmup, callbacks, loggers, precision)
 
-    def spy_loop(model, batches, clip, optim_cfg, warmup, ema_decay=None):
+    def spy_loop(model, batches, clip, optim_cfg, warmup, ema_decay=None, precision="32-true"):
         seen["ema_decay"] = ema_decay
-        return real_loop(model, batches, clip, optim_cfg, warmup, ema_decay)
+        return real_loop(model, batches, clip, optim_cfg, warmup, ema_decay, precision)
 
     monkeypatch.setattr(bench, "nlpseq_path", spy_path)
     monkeypatch.setattr(bench, "plain_loop", spy_loop)

@@ -20,7 +20,10 @@ SCHEDULERS = ("none", "plateau", "cosine", "linear")
 
 
 def build_optimizer(params, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                    momentum: float = 0.9, betas: tuple[float, float] | list[float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, betas: tuple[float, float] | list[float] = (0.9, 0.999),
+                    allow_fused: bool = True) -> torch.optim.Optimizer:
+    """`allow_fused=False` under mixed precision: Lightning refuses gradient clipping with an optimizer that
+    unscales gradients itself, which the fused Adam kernel declares."""
     check_choice("name", name, OPTIMIZERS)
     check_float("lr", lr, 0.0, low_open=True)
     check_float("weight_decay", weight_decay, 0.0)
@@ -31,7 +34,7 @@ def build_optimizer(params, name: str = "adam", lr: float = 1e-3, weight_decay: 
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     # the fused Adam(W) kernel makes one pass over each tensor instead of ~6: about 3x faster on CPU,
     # where the dense update of a large word embedding otherwise costs a third of a training step
-    fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in tensors)
+    fused = allow_fused and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in tensors)
     return cls(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), fused=fused or None)
 
 
@@ -61,7 +64,7 @@ class TaskModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optim_cfg = dict(self.hparams.get("optim") or {})
         try:
-            optimizer = build_optimizer(self.parameters(), **optim_cfg)
+            optimizer = build_optimizer(self.parameters(), **optim_cfg, allow_fused=not self.mixed_precision)
         except ConfigError as e:
             raise e.under("model.optim") from None
         except TypeError as e:
@@ -92,6 +95,12 @@ class TaskModule(pl.LightningModule):
 
         s = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": s, "interval": "step"}}
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether the trainer runs this module under autocast (`trainer.precision=bf16-mixed` or `16-mixed`)."""
+        trainer = self._trainer
+        return trainer is not None and "mixed" in str(getattr(trainer, "precision", ""))
 
     def log_train_step(self, name: str, value: torch.Tensor, batch_size: int) -> None:
         """`self.log` of a per-step training value (shown on the progress bar), on the steps where something reads
