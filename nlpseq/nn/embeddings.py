@@ -14,14 +14,20 @@ log = logging.getLogger(__name__)
 
 
 class TokenEmbedding(nn.Module):
-    """Embedding lookup with dropout; padding rows stay zero and get no gradient."""
+    """Embedding lookup with dropout; padding rows stay zero and get no gradient.
 
-    def __init__(self, vocab_size: int, dim: int = 128, dropout: float = 0.0, padding_idx: int = 0):
+    `word_dropout`: in training, each non-padding token becomes `unk_id` with this probability, so the model
+    learns to read unknown words from their context (at test time every rare word is unknown).
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 128, dropout: float = 0.0, padding_idx: int = 0,
+                 word_dropout: float = 0.0, unk_id: int = 1):
         super().__init__()
         check_int("vocab_size", vocab_size, minimum=1)
         check_int("dim", dim, minimum=1)
         check_float("dropout", dropout, 0.0, 1.0, high_open=True)
-        self.dim = dim
+        check_float("word_dropout", word_dropout, 0.0, 1.0, high_open=True)
+        self.dim, self.padding_idx, self.word_dropout, self.unk_id = dim, padding_idx, word_dropout, unk_id
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
         nn.init.normal_(self.embed.weight, std=dim ** -0.5)
         with torch.no_grad():
@@ -33,6 +39,9 @@ class TokenEmbedding(nn.Module):
         return self.embed.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.training and self.word_dropout > 0:
+            drop = torch.rand(ids.shape, device=ids.device) < self.word_dropout
+            ids = ids.masked_fill(drop & (ids != self.padding_idx), self.unk_id)
         return self.dropout(self.embed(ids))
 
 
