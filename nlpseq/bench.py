@@ -28,6 +28,9 @@ In one run on one machine it measures, for the task's configured model and data:
     decoding at batch 64 (sentences/s and output tokens/s, mean output length); generation also sampling
     tokens/s at batch 1 and 64;
   - peak resident memory of the process.
+Mixed precision (`trainer.precision=bf16-mixed`, `16-mixed`): both training paths compute the loss under the
+same autocast with the same optimizer, and the roof is that dtype's matrix multiply. With a GPU, the
+training paths, the roof and the bare kernel all run on it (clocks read after a synchronisation).
 Each timing repeats `bench.repeats` times; reported values are medians. Timings on a shared machine are
 noisy: compare ratios taken in one run, and set OMP_NUM_THREADS (1 avoids OpenMP spin-waits under load).
 
@@ -221,6 +224,7 @@ def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int,
     start, cpu = time.perf_counter(), time.process_time()
     for i, batch in enumerate(batches):
         if i == warmup:
+            _sync()
             start, cpu = time.perf_counter(), time.process_time()
         if device.type != "cpu":  # each step copies its batch over, as Lightning does
             batch = model.transfer_batch_to_device(batch, device, 0)
