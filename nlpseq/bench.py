@@ -67,6 +67,7 @@ from pathlib import Path
 import torch
 
 from nlpseq.errors import NlpseqError
+from nlpseq.models.base import autocast_dtype, build_optimizer
 
 DEFAULTS = {"steps": 60, "repeats": 3, "warmup": 5, "infer_sentences": 512, "gen_tokens": 100, "ckpt": "",
             "out": "bench.json", "skip_train": 0, "callbacks": "train"}
@@ -106,14 +107,6 @@ def _median_time(fn, repeats: int, warmup: int = 2, clock=time.perf_counter) -> 
         _sync()
         times.append(clock() - t)
     return statistics.median(times)
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a Lightning precision setting (None: full precision)."""
-    precision = str(precision)
-    if "mixed" not in precision:
-        return None
-    return torch.bfloat16 if precision.startswith("bf16") else torch.float16
 
 
 def autocast(precision: str, device: str | None = None):
@@ -213,8 +206,6 @@ def plain_loop(model, batches, clip: float | None, optim_cfg: dict, warmup: int,
     update of the weights when the run averages them, as the nlpseq path then does) over batches[warmup:].
     Mixed precision: the loss under autocast, as Lightning computes it (bf16 needs no gradient scaling)."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    from nlpseq.models.base import build_optimizer
 
     device = _device()
     model.to(device).train()

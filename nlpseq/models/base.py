@@ -38,6 +38,14 @@ def build_optimizer(params, name: str = "adam", lr: float = 1e-3, weight_decay: 
     return cls(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), fused=fused or None)
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision setting (`bf16-mixed`, `16-mixed`); None: no autocast."""
+    precision = str(precision)
+    if "mixed" not in precision:
+        return None
+    return torch.bfloat16 if precision.startswith("bf16") else torch.float16
+
+
 class TaskModule(pl.LightningModule):
     """Base of the four task modules. Subclasses set `task` and call `save_hyperparameters(logger=False)`."""
 
@@ -100,7 +108,7 @@ class TaskModule(pl.LightningModule):
     def mixed_precision(self) -> bool:
         """Whether the trainer runs this module under autocast (`trainer.precision=bf16-mixed` or `16-mixed`)."""
         trainer = self._trainer
-        return trainer is not None and "mixed" in str(getattr(trainer, "precision", ""))
+        return trainer is not None and autocast_dtype(getattr(trainer, "precision", "")) is not None
 
     def log_train_step(self, name: str, value: torch.Tensor, batch_size: int) -> None:
         """`self.log` of a per-step training value (shown on the progress bar), on the steps where something reads

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nlpseq.errors import DataError, check_float, check_int
+from nlpseq.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class TokenEmbedding(nn.Module):
     """
 
     def __init__(self, vocab_size: int, dim: int = 128, dropout: float = 0.0, padding_idx: int = 0,
-                 word_dropout: float = 0.0, unk_id: int = 1):
+                 word_dropout: float = 0.0, unk_id: int = UNK_ID):
         super().__init__()
         check_int("vocab_size", vocab_size, minimum=1)
         check_int("dim", dim, minimum=1)
