@@ -1,18 +1,25 @@
 """Text classification data (sentiment): labelled TSV/CSV/JSONL files or a hub dataset."""
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Sequence
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from nlpseq.data import example_store
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.tables import load_hub_table, load_table
+from nlpseq.data.files import resolve
+from nlpseq.data.tables import iter_table, load_hub_table, load_table, to_dataset
 from nlpseq.errors import ConfigError, DataError, check_float
 from nlpseq.text.labels import LabelVocab
 from nlpseq.text.tokenizer import UNK_ID, TextTokenizer, build_tokenizer
+from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -23,6 +30,9 @@ class ClassificationDataModule(TextDataModule):
 
     `text_column` / `label_column` may be a list of alternative names (files of one corpus can differ).
     Without a validation split, `val_fraction` of the training examples are held out (seeded).
+    `out_of_core` (auto | true | false): the training file is streamed, never held whole: one pass builds the
+    vocabulary, one encodes it in chunks to `<run>/cache` (nlpseq.data.example_store), training reads it by
+    memmap; batches are identical to the in-memory path. auto: a local training file over 256 MB.
     """
 
     def __init__(self, train: str | None = None, validation: str | None = None, test: str | None = None,
@@ -30,9 +40,17 @@ class ClassificationDataModule(TextDataModule):
                  label_column: str | Sequence[str] = "label", hub: dict | None = None,
                  tokenizer: dict | None = None, max_length: int | None = None, val_fraction: float = 0.1,
                  batch_size: int = 32, eval_batch_size: int = 128, max_tokens: int | None = None,
-                 num_workers: int = 0, bucket_pool: int = 50, seed: int = 0):
+                 num_workers: int = 0, bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
         self.paths = {"train": train, "validation": validation, "test": test}
+        if out_of_core not in (True, False, "auto"):
+            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
+        if out_of_core is True and (hub or {}).get("name"):
+            raise ConfigError("data.out_of_core", "streams local training files; a hub dataset (data.hub.name) is "
+                                                  "read by `datasets`: set data.out_of_core=false")
+        self.out_of_core = out_of_core
+        self.cache_dir: Path | None = None
+        self._heldout = None  # out of core without a validation file: which training rows are held out
         self.format, self.text_column, self.label_column = format, text_column, label_column
         self.hub = dict(hub or {})
         unknown = set(self.hub) - {"name", "subset", "splits"}
@@ -59,7 +77,63 @@ class ClassificationDataModule(TextDataModule):
             return None
         return load_table(self.paths[split], self.text_column, self.label_column, self.format)
 
+    def prepare(self, run_dir=None) -> None:
+        self.cache_dir = Path(run_dir) / "cache" if run_dir is not None else None
+        super().prepare(run_dir)
+
+    def _use_out_of_core(self) -> bool:
+        if self.out_of_core != "auto":
+            return self.out_of_core
+        return (not self.hub.get("name") and bool(self.paths["train"])
+                and resolve(self.paths["train"]).stat().st_size > example_store.AUTO_BYTES)
+
+    def _train_rows(self, heldout: list | None = None) -> Iterator[dict]:
+        """The training file's rows, streamed; rows held out for validation go to `heldout` instead."""
+        rows = iter_table(self.paths["train"], self.text_column, self.label_column, self.format)
+        if self._heldout is None:
+            yield from rows
+            return
+        for i, row in enumerate(rows):
+            if self._heldout[i]:
+                if heldout is not None:
+                    heldout.append(row)
+            else:
+                yield row
+
+    def _read_out_of_core(self, train_only_for_vocab: bool) -> None:
+        """Validation and test files are read whole (metrics and samples need their text); the training file
+        is streamed: a counting pass when a validation split must be held out, then the vocabulary pass."""
+        self.raw = {s: ds for s in ("validation", "test") if (ds := self._read(s)) is not None}
+        if "validation" not in self.raw:
+            n = sum(1 for _ in iter_table(self.paths["train"], self.text_column, self.label_column, self.format))
+            n_val = max(1, int(round(n * self.val_fraction)))
+            if n - n_val < 1:
+                raise DataError(f"too few training examples ({n}) to hold out a validation split", self.paths["train"])
+            self._heldout = example_store.heldout_mask(n, self.val_fraction, self.seed)
+        heldout, started = [], time.perf_counter()
+        if train_only_for_vocab:
+            labels = set()
+
+            def texts() -> Iterator[str]:
+                for row in self._train_rows(heldout):
+                    labels.add(row["label"])
+                    yield row["text"]
+
+            self.tokenizer = build_tokenizer(texts(), **self.tokenizer_cfg)
+            self.labels = LabelVocab.from_data(labels)
+            log.info("vocabulary: %d tokens (%s), labels: %s; one streaming pass in %.1f s", self.tokenizer.vocab_size,
+                     self.tokenizer.kind, self.labels.labels, time.perf_counter() - started)
+        elif self._heldout is not None:
+            for _ in self._train_rows(heldout):
+                pass
+        if self._heldout is not None:
+            self.raw["validation"] = to_dataset(heldout)
+            log.info("no validation split given: held out %d of %d training examples", len(heldout), len(self._heldout))
+        log.info("out of core: the training file is streamed, its ids cached in %s", self.cache_dir or "a temporary folder")
+
     def read_splits(self, train_only_for_vocab: bool) -> None:
+        if self._use_out_of_core():
+            return self._read_out_of_core(train_only_for_vocab)
         raw = {s: self._read(s) for s in SPLITS}
         if raw["validation"] is None:  # hold out part of train, reproducibly
             n = len(raw["train"])
@@ -92,35 +166,67 @@ class ClassificationDataModule(TextDataModule):
         return {"tokenizer": self.tokenizer.to_json(), "labels": list(self.labels.labels)}
 
     # ---- encoding, once
+    def _label_ids(self, labels: Sequence[str], lines: Sequence[int], where) -> np.ndarray:
+        out = np.empty(len(labels), dtype=np.int64)
+        for i, (label, line) in enumerate(zip(labels, lines)):
+            if label not in self.labels:
+                raise DataError(f"label {label!r} was never seen in training (known: {self.labels.labels})",
+                                where, line)
+            out[i] = self.labels.index[label]
+        return out
+
     def encode_splits(self) -> None:
+        if "train" not in self.raw:  # out of core
+            store = self._encode_train_store()
+            self.splits["train"] = _classification_dataset(store.ragged["text"], store.fixed["labels"])
         for split, ds in self.raw.items():
             where = self.paths.get(split) or f"hub:{self.hub.get('name')}/{split}"
-            labels = np.empty(len(ds), dtype=np.int64)
-            for i, (label, line) in enumerate(zip(ds["label"], ds["line"])):
-                if label not in self.labels:
-                    raise DataError(f"label {label!r} was never seen in training (known: {self.labels.labels})",
-                                    where, line)
-                labels[i] = self.labels.index[label]
+            labels = self._label_ids(ds["label"], ds["line"], where)
             ids = encode_texts(self.tokenizer, ds["text"], self.max_length)
             self.splits[split] = _classification_dataset(ids, labels)
+
+    def _encode_train_store(self) -> example_store.Store:
+        """The training file encoded to `<run>/cache/train.examples.*` (reused while its key matches)."""
+        if self.cache_dir is None:  # no run directory (tests, benchmarks): a folder removed with the module
+            self._tmp = tempfile.TemporaryDirectory(prefix="nlpseq-examples-")
+            self.cache_dir = Path(self._tmp.name)
+        key = {"version": example_store.VERSION, "task": "classification",
+               "files": example_store.file_key(self.paths["train"]),
+               "columns": [self.text_column, self.label_column, self.format], "max_length": self.max_length,
+               "heldout": None if self._heldout is None else [self.val_fraction, self.seed],
+               "tokenizer": hashlib.sha256(self.tokenizer.to_json().encode("utf-8")).hexdigest(),
+               "labels": list(self.labels.labels)}
+        dtype = example_store.id_dtype(self.tokenizer.vocab_size)
+
+        def write(writer: example_store.StoreWriter) -> None:
+            for rows in example_store.batched(self._train_rows()):
+                labels = self._label_ids([r["label"] for r in rows], [r["line"] for r in rows], self.paths["train"])
+                seqs = encode_seqs(self.tokenizer, [r["text"] for r in rows], self.max_length)
+                writer.add({"text": example_store.flatten(seqs, dtype)}, {"labels": labels})
+
+        return example_store.build_store(self.cache_dir, "train.examples", key, {"text": dtype}, {"labels": np.int64},
+                                         write, wait=is_worker_process())
 
     def bench_inputs(self, n: int) -> list[str]:
         """Validation texts (repeated up to n) for nlpseq.bench's inference timing."""
         return repeat_to(self.raw["validation"]["text"] if "validation" in self.raw else [], n)
 
 
-def encode_texts(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None) -> RaggedArray:
+def encode_seqs(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
     """Token ids per text; an empty text becomes one <unk> (every sequence needs a length >= 1)."""
     seqs = tokenizer.encode_batch(texts)
-    seqs = [(s[:max_length] if max_length else s) or [UNK_ID] for s in seqs]
-    return RaggedArray(seqs)
+    return [(s[:max_length] if max_length else s) or [UNK_ID] for s in seqs]
+
+
+def encode_texts(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None) -> RaggedArray:
+    return RaggedArray(encode_seqs(tokenizer, texts, max_length))
 
 
 def _classification_dataset(ids: RaggedArray, labels: np.ndarray) -> EncodedDataset:
-    labels_t = torch.from_numpy(labels)
+    """Batches of (ids, lengths, labels); `labels` may be a read-only memmap (out of core): rows are copied."""
 
     def collate(indices: list[int]) -> dict:
         tokens, lengths = pad_ids([ids[i] for i in indices])
-        return {"input_ids": tokens, "lengths": lengths, "labels": labels_t[indices]}
+        return {"input_ids": tokens, "lengths": lengths, "labels": torch.from_numpy(labels[indices].astype(np.int64))}
 
     return EncodedDataset(len(ids), ids.lengths, collate)

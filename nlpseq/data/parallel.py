@@ -15,19 +15,25 @@ sides, or one per side. Sources get </s> appended; targets are wrapped in <s> ..
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-from itertools import chain
-from typing import Any, Sequence
+import tempfile
+import time
+from itertools import chain, zip_longest
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import datasets
 import numpy as np
 import torch
 
+from nlpseq.data import example_store
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
-from nlpseq.data.files import format_from_name, read_json_lines, read_lines
+from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
 from nlpseq.errors import ConfigError, DataError, check_bool, check_float, check_int
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, TextTokenizer, build_tokenizer
+from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -42,14 +48,33 @@ def _dataset(src: list[str], tgt: list[str], lines: list[int]) -> datasets.Datas
     return datasets.Dataset.from_dict({"src": src, "tgt": tgt, "line": lines}, features=features)
 
 
+def iter_aligned(src_path, tgt_path) -> Iterator[tuple[int, str, str]]:
+    """(line, source, target) of two aligned text files (plain or .gz), streamed. Different line counts fail
+    with both counts in the message (the longer file is counted to its end)."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    n = 0
+    for s, t in zip_longest(src, tgt):
+        if s is None or t is None:  # one file ended first
+            n_src = n + (s is not None) + sum(1 for _ in src)
+            n_tgt = n + (t is not None) + sum(1 for _ in tgt)
+            raise DataError(f"misaligned parallel files: the source has {n_src} lines but the target "
+                            f"{tgt_path} has {n_tgt}", src_path)
+        n += 1
+        yield s[0], s[1], t[1]
+
+
 def read_aligned(src_path, tgt_path) -> datasets.Dataset:
     """Two aligned text files (plain or .gz). Different line counts fail with both counts in the message."""
-    src = [line for _, line in read_lines(src_path)]
-    tgt = [line for _, line in read_lines(tgt_path)]
-    if len(src) != len(tgt):
-        raise DataError(f"misaligned parallel files: the source has {len(src)} lines but the target "
-                        f"{tgt_path} has {len(tgt)}", src_path)
-    return _dataset(src, tgt, list(range(1, len(src) + 1)))
+    return _rows_dataset(iter_aligned(src_path, tgt_path))
+
+
+def _rows_dataset(rows) -> datasets.Dataset:
+    src, tgt, lines = [], [], []
+    for lineno, s, t in rows:
+        src.append(s)
+        tgt.append(t)
+        lines.append(lineno)
+    return _dataset(src, tgt, lines)
 
 
 def detect_pair_format(path, fmt: str = "auto") -> str:
@@ -75,15 +100,21 @@ def _get(obj: Any, dotted: str):
 
 def read_pair_table(path, src_key: str = "src", tgt_key: str = "tgt", fmt: str = "auto") -> datasets.Dataset:
     """One TSV or JSONL file of pairs (plain or .gz); errors name the file and line."""
+    return _rows_dataset(iter_pair_table(path, src_key, tgt_key, fmt))
+
+
+def iter_pair_table(path, src_key: str = "src", tgt_key: str = "tgt", fmt: str = "auto"
+                    ) -> Iterator[tuple[int, str, str]]:
+    """(line, source, target) of one TSV or JSONL file of pairs, streamed; errors name the file and line."""
     fmt = detect_pair_format(path, fmt)
-    src, tgt, lines = [], [], []
+    n = 0
     if fmt == "tsv":
         index = None  # (src column, tgt column, columns per line) once a header is seen
         for lineno, line in read_lines(path):
             if not line.strip():
                 continue
             cells = line.split("\t")
-            if index is None and not lines:
+            if index is None and not n:
                 index = (0, 1, 2)
                 if src_key in cells and tgt_key in cells:  # a header naming the columns
                     index = (cells.index(src_key), cells.index(tgt_key), len(cells))
@@ -92,9 +123,8 @@ def read_pair_table(path, src_key: str = "src", tgt_key: str = "tgt", fmt: str =
                 what = "2 tab-separated columns (source, target)" if index[2] == 2 else \
                     f"{index[2]} tab-separated columns like the header"
                 raise DataError(f"expected {what}, found {len(cells)}", path, lineno)
-            src.append(cells[index[0]])
-            tgt.append(cells[index[1]])
-            lines.append(lineno)
+            n += 1
+            yield lineno, cells[index[0]], cells[index[1]]
     else:
         for lineno, obj in read_json_lines(path):
             pair = []
@@ -106,12 +136,10 @@ def read_pair_table(path, src_key: str = "src", tgt_key: str = "tgt", fmt: str =
                 if not isinstance(value, str):
                     raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path, lineno)
                 pair.append(value)
-            src.append(pair[0])
-            tgt.append(pair[1])
-            lines.append(lineno)
-    if not src:
+            n += 1
+            yield lineno, pair[0], pair[1]
+    if not n:
         raise DataError("no sentence pairs in file", path)
-    return _dataset(src, tgt, lines)
 
 
 def load_hub_pairs(name: str, split: str, subset: str | None, src_key: str, tgt_key: str) -> datasets.Dataset:
@@ -134,13 +162,26 @@ def load_hub_pairs(name: str, split: str, subset: str | None, src_key: str, tgt_
 def read_split(spec, src_key: str = "src", tgt_key: str = "tgt", fmt: str = "auto", option: str = "data.train"
                ) -> datasets.Dataset:
     """A split given as {src: PATH, tgt: PATH} (aligned files) or PATH (TSV/JSONL)."""
+    return _rows_dataset(iter_split(spec, src_key, tgt_key, fmt, option))
+
+
+def iter_split(spec, src_key: str = "src", tgt_key: str = "tgt", fmt: str = "auto", option: str = "data.train"
+               ) -> Iterator[tuple[int, str, str]]:
+    """(line, source, target) of a split given as {src: PATH, tgt: PATH} or PATH, streamed (the spec is checked
+    at the call, before the first pair)."""
+    return iter_aligned(*split_paths(spec, option)) if isinstance(spec, dict) else \
+        iter_pair_table(split_paths(spec, option)[0], src_key, tgt_key, fmt)
+
+
+def split_paths(spec, option: str = "data.train") -> list:
+    """The file(s) of a split spec: [src, tgt] for aligned files, [path] for a table; a ConfigError otherwise."""
     if isinstance(spec, dict):
         unknown = set(spec) - {"src", "tgt"}
         if unknown or not spec.get("src") or not spec.get("tgt"):
             raise ConfigError(option, f"aligned files are given as {{src: PATH, tgt: PATH}}, got {spec}")
-        return read_aligned(spec["src"], spec["tgt"])
+        return [spec["src"], spec["tgt"]]
     if isinstance(spec, str):
-        return read_pair_table(spec, src_key, tgt_key, fmt)
+        return [spec]
     raise ConfigError(option, f"expected a file path or {{src: PATH, tgt: PATH}}, got {spec!r}")
 
 
@@ -159,14 +200,27 @@ class TranslationDataModule(TextDataModule):
     (<s> + target), `tgt_out` [B, T] (target + </s>), `tgt_lengths` [B], `num_tokens` (int: predicted target
     tokens, what throughput counts), `index` [B] (example numbers);
     evaluation batches also carry `sources` and `references`: the raw strings, for BLEU and samples.
+
+    `out_of_core` (auto | true | false): the training files are streamed, never held whole (passes for the
+    vocabulary, then one that encodes them in chunks to `<run>/cache`, nlpseq.data.example_store); training reads
+    the ids by memmap, with batches identical to the in-memory path. auto: local training files over 256 MB.
     """
 
     def __init__(self, train: Any = None, validation: Any = None, test: Any = None, format: str = "auto",
                  src_key: str = "src", tgt_key: str = "tgt", hub: dict | None = None, tokenizer: dict | None = None,
                  joint_vocab: bool = True, tgt_vocab_size: int | None = None, max_length: int | None = 100,
                  val_fraction: float = 0.05, batch_size: int = 64, eval_batch_size: int = 128,
-                 max_tokens: int | None = None, num_workers: int = 0, bucket_pool: int = 200, seed: int = 0):
+                 max_tokens: int | None = None, num_workers: int = 0, bucket_pool: int = 200, seed: int = 0,
+                 out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
+        if out_of_core not in (True, False, "auto"):
+            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
+        if out_of_core is True and (hub or {}).get("name"):
+            raise ConfigError("data.out_of_core", "streams local training files; a hub dataset (data.hub.name) is "
+                                                  "read by `datasets`: set data.out_of_core=false")
+        self.out_of_core = out_of_core
+        self.cache_dir: Path | None = None
+        self._heldout = None  # out of core without a validation split: which training pairs are held out
         self.paths = {"train": train, "validation": validation, "test": test}
         self.format, self.src_key, self.tgt_key = format, src_key, tgt_key
         self.hub = dict(hub or {})
@@ -205,7 +259,65 @@ class TranslationDataModule(TextDataModule):
             return None
         return read_split(self.paths[split], self.src_key, self.tgt_key, self.format, f"data.{split}")
 
+    def prepare(self, run_dir=None) -> None:
+        self.cache_dir = Path(run_dir) / "cache" if run_dir is not None else None
+        super().prepare(run_dir)
+
+    def _use_out_of_core(self) -> bool:
+        if self.out_of_core != "auto":
+            return self.out_of_core
+        if self.hub.get("name") or not self.paths["train"]:
+            return False
+        files = split_paths(self.paths["train"])
+        return sum(resolve(f).stat().st_size for f in files) > example_store.AUTO_BYTES
+
+    def _train_pairs(self, heldout: list | None = None) -> Iterator[tuple[int, str, str]]:
+        """The training pairs with both sides non-empty, streamed; pairs held out for validation go to `heldout`."""
+        i = 0
+        for row in iter_split(self.paths["train"], self.src_key, self.tgt_key, self.format, "data.train"):
+            if not (row[1].strip() and row[2].strip()):
+                continue
+            if self._heldout is not None and self._heldout[i]:
+                if heldout is not None:
+                    heldout.append(row)
+            else:
+                yield row
+            i += 1
+
+    def _read_out_of_core(self, train_only_for_vocab: bool) -> None:
+        """Validation and test are read whole (BLEU needs their text); the training files are streamed: a
+        counting pass when a validation split must be held out, then the vocabulary passes (all sources, then
+        all targets: the order of the in-memory path, so the vocabulary is the same)."""
+        self.raw = {s: ds for s in ("validation", "test") if (ds := self._read(s)) is not None}
+        where = split_where(self.paths["train"])
+        n = sum(1 for _ in self._train_pairs())
+        if not n:
+            raise DataError("every training pair has an empty side", where)
+        if "validation" not in self.raw:
+            n_val = max(1, int(round(n * self.val_fraction)))
+            if n - n_val < 1:
+                raise DataError(f"too few training pairs ({n}) to hold out a validation split", where)
+            self._heldout = example_store.heldout_mask(n, self.val_fraction, self.seed)
+        heldout, started = [], time.perf_counter()
+        for _ in self._train_pairs(heldout) if self._heldout is not None else ():
+            pass
+        if train_only_for_vocab:
+            sources = (s for _, s, _ in self._train_pairs())
+            targets = (t for _, _, t in self._train_pairs())
+            self.src_tokenizer, self.tgt_tokenizer = build_tokenizers(
+                sources, targets, self.tokenizer_cfg, self.joint_vocab, self.tgt_vocab_size)
+            log.info("vocabulary: %s; streaming passes in %.1f s", "joint %d" % self.src_tokenizer.vocab_size
+                     if self.joint_vocab else "source %d, target %d" % (self.src_tokenizer.vocab_size,
+                                                                         self.tgt_tokenizer.vocab_size),
+                     time.perf_counter() - started)
+        if self._heldout is not None:
+            self.raw["validation"] = _rows_dataset(heldout)
+            log.info("no validation split given: held out %d of %d training pairs", len(heldout), n)
+        log.info("out of core: the training data is streamed, its ids cached in %s", self.cache_dir or "a temporary folder")
+
     def read_splits(self, train_only_for_vocab: bool) -> None:
+        if self._use_out_of_core():
+            return self._read_out_of_core(train_only_for_vocab)
         raw = {s: self._read(s) for s in SPLITS}
         train = raw["train"]
         cols = train[:]  # one batched read (iterating a Column formats row by row)
@@ -254,6 +366,11 @@ class TranslationDataModule(TextDataModule):
 
     # ---- encoding, once
     def encode_splits(self) -> None:
+        if "train" not in self.raw:  # out of core
+            store = self._encode_train_store()
+            self.max_src_length = store.meta["max_src_length"]
+            self.tgt_output_ids = store.meta["tgt_output_ids"]
+            self.splits["train"] = pair_dataset(store.ragged["src"], store.ragged["tgt"])
         for split, ds in self.raw.items():
             cols = ds[:]
             sources, references = cols["src"], cols["tgt"]
@@ -275,6 +392,47 @@ class TranslationDataModule(TextDataModule):
                 self.tgt_output_ids = sorted({i for t in tgt_ids for i in t})
             self.splits[split] = pair_dataset(RaggedArray(src_ids), RaggedArray(tgt_ids),
                                               None if split == "train" else (sources, references))
+
+    def _encode_train_store(self) -> example_store.Store:
+        """The training pairs encoded to `<run>/cache/train.examples.*` (reused while its key matches), with the
+        longest source and the target ids seen (what `model_inputs` needs) in its manifest."""
+        if self.cache_dir is None:  # no run directory (tests, benchmarks): a folder removed with the module
+            self._tmp = tempfile.TemporaryDirectory(prefix="nlpseq-examples-")
+            self.cache_dir = Path(self._tmp.name)
+        sha = lambda tok: hashlib.sha256(tok.to_json().encode("utf-8")).hexdigest()  # noqa: E731
+        key = {"version": example_store.VERSION, "task": "translation",
+               "files": example_store.file_key(*split_paths(self.paths["train"])),
+               "reader": [self.src_key, self.tgt_key, self.format], "max_length": self.max_length,
+               "heldout": None if self._heldout is None else [self.val_fraction, self.seed],
+               "tokenizers": [sha(self.src_tokenizer), sha(self.tgt_tokenizer)]}
+        src_dtype = example_store.id_dtype(self.src_tokenizer.vocab_size)
+        tgt_dtype = example_store.id_dtype(self.tgt_tokenizer.vocab_size)
+
+        def write(writer: example_store.StoreWriter) -> dict:
+            seen = np.zeros(self.tgt_tokenizer.vocab_size, dtype=bool)
+            longest, skipped = 0, 0
+            for rows in example_store.batched(self._train_pairs()):
+                src_ids = self.src_tokenizer.encode_batch([r[1] for r in rows], add_eos=True)
+                tgt_ids = self.tgt_tokenizer.encode_batch([r[2] for r in rows])
+                if self.max_length:
+                    keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
+                            if len(s) <= self.max_length and len(t) + 1 <= self.max_length]
+                    skipped += len(src_ids) - len(keep)
+                    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+                src, tgt = example_store.flatten(src_ids, src_dtype), example_store.flatten(tgt_ids, tgt_dtype)
+                seen[tgt[0]] = True
+                longest = max(longest, int(src[1].max(initial=0)))
+                writer.add({"src": src, "tgt": tgt}, {})
+            if skipped:
+                log.info("training data: skipped %d pair(s) longer than data.max_length=%d tokens", skipped,
+                         self.max_length)
+            if not writer.n:
+                raise DataError(f"every training pair is longer than data.max_length={self.max_length} tokens",
+                                split_where(self.paths["train"]))
+            return {"max_src_length": longest, "tgt_output_ids": np.flatnonzero(seen).tolist()}
+
+        return example_store.build_store(self.cache_dir, "train.examples", key, {"src": src_dtype, "tgt": tgt_dtype},
+                                         {}, write, wait=is_worker_process())
 
     def bench_inputs(self, n: int) -> list[str]:
         """Validation sources (repeated up to n) for nlpseq.bench's inference timing."""

@@ -1,7 +1,7 @@
 """Tabular examples (TSV, CSV, JSON lines) from local files or the HF hub, as HF `datasets.Dataset`s.
 
 Local files are parsed here, so every error names the file and line, then held as an in-memory
-Arrow table. (Corpora larger than memory are the speed issue's job: memory-mapped Arrow caches.)
+Arrow table; `iter_table` streams the rows of a file larger than memory (example_store, out of core).
 """
 from __future__ import annotations
 
@@ -97,21 +97,29 @@ def _table_rows(path: str, columns, fmt: str, label_key: str | None):
         yield out
 
 
-def load_table(path, text_column: str | Sequence[str] = "text", label_column: str | Sequence[str] | None = "label",
-               fmt: str = "auto") -> datasets.Dataset:
-    """A Dataset with columns `text`, `line` (source line number) and, if labelled, `label` (as string)."""
+def iter_table(path, text_column: str | Sequence[str] = "text", label_column: str | Sequence[str] | None = "label",
+               fmt: str = "auto"):
+    """Rows {text, line, label?} one at a time (a file larger than memory is never held whole)."""
     p = resolve(path)
     columns = {"text": (text_column, "data.text_column")}
     if label_column is not None:
         columns["label"] = (label_column, "data.label_column")
-    # parse once eagerly so errors surface here, not inside datasets' worker machinery
-    rows = list(_table_rows(str(p), columns, fmt, label_column))
-    if not rows:
+    empty = True
+    for row in _table_rows(str(p), columns, fmt, label_column):
+        empty = False
+        yield row
+    if empty:
         raise DataError("file has a header but no examples", path)
-    return _to_dataset(rows)
 
 
-def _to_dataset(rows: list[dict]) -> datasets.Dataset:
+def load_table(path, text_column: str | Sequence[str] = "text", label_column: str | Sequence[str] | None = "label",
+               fmt: str = "auto") -> datasets.Dataset:
+    """A Dataset with columns `text`, `line` (source line number) and, if labelled, `label` (as string)."""
+    # parse once eagerly so errors surface here, not inside datasets' worker machinery
+    return to_dataset(list(iter_table(path, text_column, label_column, fmt)))
+
+
+def to_dataset(rows: list[dict]) -> datasets.Dataset:
     features = datasets.Features({"text": datasets.Value("string"), "line": datasets.Value("int64"),
                                   **({"label": datasets.Value("string")} if "label" in rows[0] else {})})
     return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)

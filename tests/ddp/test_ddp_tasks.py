@@ -48,9 +48,12 @@ def test_translation_ddp_bleu_equals_single_process(tmp_path, cli):
     from nlpseq.metrics.bleu import corpus_scores
 
     run = tmp_path / "mt"
-    proc = cli(["task=translation", f"hydra.run.dir={run}", "trainer.max_epochs=1", *DDP, *QUIET], cwd=tmp_path, timeout=600)
+    # out of core: the first process encodes the training pairs to run/cache, the worker maps the same files
+    proc = cli(["task=translation", f"hydra.run.dir={run}", "trainer.max_epochs=1", "data.out_of_core=true", *DDP, *QUIET],
+               cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "outputs").exists()
+    assert "train.examples: reusing 3000 encoded examples" in (run / "train_ddp_process_1.log").read_text()
     sample = ROOT / "tasks" / "translation" / "sample"
     sources = (sample / "test.de").read_text(encoding="utf-8").splitlines()
     references = (sample / "test.en").read_text(encoding="utf-8").splitlines()

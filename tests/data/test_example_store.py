@@ -1,0 +1,250 @@
+"""Out-of-core training splits for the sentence-level tasks (nlpseq.data.example_store): the same vocabulary,
+labels and batches as the in-memory path, memmapped ids, the run directory's cache, DDP workers, one-line errors."""
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nlpseq.data import example_store
+from nlpseq.data.base import RaggedArray
+from nlpseq.data.classification import ClassificationDataModule
+from nlpseq.data.parallel import TranslationDataModule, iter_split
+from nlpseq.errors import ConfigError, DataError
+
+ROOT = Path(__file__).parents[2]
+SENT = ROOT / "tasks" / "sentiment" / "sample"
+TRANS = ROOT / "tasks" / "translation" / "sample"
+
+
+def sentiment(out_of_core, run_dir=None, **kw):
+    kw.setdefault("train", str(SENT / "train.tsv"))
+    kw.setdefault("validation", str(SENT / "dev.tsv"))
+    d = ClassificationDataModule(out_of_core=out_of_core, batch_size=16, **kw)
+    d.prepare(run_dir)
+    return d
+
+
+def translation(out_of_core, run_dir=None, **kw):
+    kw.setdefault("train", {"src": str(TRANS / "train.de"), "tgt": str(TRANS / "train.en")})
+    kw.setdefault("validation", {"src": str(TRANS / "dev.de"), "tgt": str(TRANS / "dev.en")})
+    d = TranslationDataModule(out_of_core=out_of_core, batch_size=32, **kw)
+    d.prepare(run_dir)
+    return d
+
+
+def same_batches(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]) if torch.is_tensor(x[k]) else x[k] == y[k], k
+
+
+def epochs(dm, n=2):
+    out = []
+    for epoch in range(n):
+        loader = dm.train_dataloader()
+        loader.batch_sampler.set_epoch(epoch)
+        out.extend(loader)
+    return out
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"validation": None, "val_fraction": 0.2},
+    {"max_length": 5, "tokenizer": {"kind": "bpe", "vocab_size": 300}},
+    {"tokenizer": {"kind": "char", "lowercase": True}},
+])
+def test_sentiment_same_vocabulary_labels_and_batches_as_in_memory(kw, monkeypatch):
+    monkeypatch.setattr(example_store, "BATCH_ROWS", 97)  # many chunks even for the sample
+    mem, ooc = sentiment(False, **kw), sentiment(True, **kw)
+    assert "train" in mem.raw and "train" not in ooc.raw
+    assert ooc.tokenizer.to_json() == mem.tokenizer.to_json() and ooc.labels.labels == mem.labels.labels
+    assert ooc.num_examples == mem.num_examples
+    store = example_store.open_store(ooc.cache_dir, "train.examples", _key_of(ooc))
+    assert isinstance(store.ragged["text"].flat, np.memmap) and store.ragged["text"].flat.dtype in (np.uint8, np.uint16)
+    same_batches(epochs(mem), epochs(ooc))
+    same_batches(mem.val_dataloader(), ooc.val_dataloader())
+    assert ooc.bench_inputs(5) == mem.bench_inputs(5)
+
+
+def _key_of(dm):
+    """The key the data module wrote (read back from its manifest)."""
+    import json
+
+    return json.loads((Path(dm.cache_dir) / "train.examples.json").read_text())["key"]
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"validation": None, "val_fraction": 0.1},
+    {"max_length": 12},
+    {"joint_vocab": False, "tgt_vocab_size": 400},
+    {"tokenizer": {"kind": "word"}},
+])
+def test_translation_same_vocabulary_and_batches_as_in_memory(kw, monkeypatch):
+    monkeypatch.setattr(example_store, "BATCH_ROWS", 113)
+    mem, ooc = translation(False, **kw), translation(True, **kw)
+    assert "train" not in ooc.raw
+    assert ooc.src_tokenizer.to_json() == mem.src_tokenizer.to_json()
+    assert ooc.tgt_tokenizer.to_json() == mem.tgt_tokenizer.to_json()
+    assert ooc.model_inputs() == mem.model_inputs()  # longest source, target ids seen
+    assert ooc.num_examples == mem.num_examples
+    same_batches(epochs(mem), epochs(ooc))
+    same_batches(mem.val_dataloader(), ooc.val_dataloader())  # held-out pairs keep their text (BLEU)
+
+
+def test_translation_tables_stream_like_aligned_files(tmp_path):
+    src = (TRANS / "train.de").read_text(encoding="utf-8").splitlines()[:300]
+    tgt = (TRANS / "train.en").read_text(encoding="utf-8").splitlines()[:300]
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("src\ttgt\n" + "".join(f"{s}\t{t}\n" for s, t in zip(src, tgt)), encoding="utf-8")
+    mem, ooc = translation(False, train=str(tsv)), translation(True, train=str(tsv))
+    assert ooc.src_tokenizer.to_json() == mem.src_tokenizer.to_json()
+    same_batches(epochs(mem, 1), epochs(ooc, 1))
+
+
+def test_store_is_reused_and_encoded_again_when_the_file_changes(tmp_path, monkeypatch):
+    train = tmp_path / "train.tsv"
+    train.write_text((SENT / "train.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+    first = sentiment(True, tmp_path / "run", train=str(train))
+    cache = tmp_path / "run" / "cache"
+    assert {p.name for p in cache.iterdir()} == {"train.examples.json", "train.examples.text.ids",
+                                                  "train.examples.text.offsets", "train.examples.labels.values"}
+
+    def fail(*a, **k):
+        raise AssertionError("encoded again")
+
+    with monkeypatch.context() as m:  # a resumed run / DDP worker reads the cache
+        m.setattr(example_store.StoreWriter, "add", fail)
+        again = sentiment(True, tmp_path / "run", train=str(train))
+        same_batches(epochs(first, 1), epochs(again, 1))
+    with open(train, "a", encoding="utf-8") as f:
+        f.write("a brand new example\tpositive\n")
+    changed = sentiment(True, tmp_path / "run", train=str(train))  # same vocabulary (vocab.json), new store
+    assert changed.num_examples["train"] == first.num_examples["train"] + 1
+    assert example_store.open_store(cache, "train.examples", _key_of(changed)) is not None
+    assert example_store.open_store(cache, "train.examples", {**_key_of(changed), "files": "other"}) is None
+    os.utime(train, ns=(1, 1))  # the same size with a new time also counts as a change
+    assert example_store.file_key(train) != _key_of(changed)["files"]
+    with open(train, "a", encoding="utf-8") as f:  # a label training never saw: named with its line
+        f.write("another one\tneutral\n")
+    with pytest.raises(DataError, match=r"train.tsv:2003: label 'neutral' was never seen in training"):
+        sentiment(True, tmp_path / "run", train=str(train))
+
+
+def test_store_round_trip_incomplete_files_and_abort(tmp_path):
+    seqs = [[5, 6, 7], [8], [], [300, 4]]
+    writer = example_store.StoreWriter(tmp_path, "s", {"x": np.uint16}, {"y": np.int64})
+    writer.add({"x": example_store.flatten(seqs[:2], np.uint16)}, {"y": np.array([1, 2])})
+    writer.add({"x": example_store.flatten(seqs[2:], np.uint16)}, {"y": np.array([3, 4])})
+    writer.finish({"k": 1}, {"longest": 3})
+    store = example_store.open_store(tmp_path, "s", {"k": 1})
+    assert store.n == 4 and store.meta == {"longest": 3}
+    assert [store.ragged["x"][i].tolist() for i in range(4)] == seqs
+    assert store.fixed["y"].tolist() == [1, 2, 3, 4] and store.ragged["x"].lengths.tolist() == [3, 1, 0, 2]
+    assert example_store.open_store(tmp_path, "s", {"k": 2}) is None  # another key
+    with open(tmp_path / "s.x.ids", "r+b") as f:  # a truncated file: not a store
+        f.truncate(4)
+    assert example_store.open_store(tmp_path, "s", {"k": 1}) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        writer = example_store.StoreWriter(tmp_path, "t", {"x": np.uint8}, {"y": np.int64})
+        writer.add({"x": example_store.flatten([[1]], np.uint8)}, {"y": np.array([1, 2])})
+    writer.abort()
+    assert not list(tmp_path.glob(".t.*")) and not (tmp_path / "t.json").exists()
+    assert example_store.id_dtype(256) == np.uint8 and example_store.id_dtype(257) == np.uint16
+    assert example_store.id_dtype(70000) == np.uint32
+
+
+def test_a_failed_encoding_leaves_no_store(tmp_path):
+    bad = tmp_path / "train.tsv"
+    lines = (SENT / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    bad.write_text("".join(lines[:1500]) + "only one column\n" + "".join(lines[1500:]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.tsv:1501: expected 2 columns like the header, found 1"):
+        sentiment(True, tmp_path / "run", train=str(bad))
+    assert not (tmp_path / "run" / "cache").exists() or not list((tmp_path / "run" / "cache").iterdir())
+
+
+def test_a_ddp_worker_waits_for_the_first_process_store(tmp_path, monkeypatch):
+    first = sentiment(True, tmp_path / "run")  # writes vocab.json and the store
+    key = _key_of(first)
+    (tmp_path / "run" / "cache" / "train.examples.json").rename(tmp_path / "manifest")
+    later = threading.Timer(1.0, lambda: (tmp_path / "manifest").rename(tmp_path / "run" / "cache" / "train.examples.json"))
+    later.start()  # the first process finishes a moment later
+    with monkeypatch.context() as m:
+        m.setenv("LOCAL_RANK", "1")
+        m.setattr(example_store.StoreWriter, "add", lambda *a, **k: pytest.fail("a worker encoded the data"))
+        worker = sentiment(True, tmp_path / "run")
+    later.join()
+    assert _key_of(worker) == key
+    same_batches(epochs(first, 1), epochs(worker, 1))
+    # nobody writing: a worker gives up after `patience` and writes the store itself
+    store = example_store.build_store(tmp_path / "alone", "s", {"k": 1}, {"x": np.uint8}, {},
+                                      lambda w: w.add({"x": example_store.flatten([[1, 2]], np.uint8)}, {}),
+                                      wait=True, patience=0.2)
+    assert store.ragged["x"][0].tolist() == [1, 2]
+
+
+def test_auto_switches_on_for_large_local_files(monkeypatch):
+    assert "train" in sentiment("auto").raw and "train" in translation("auto").raw  # the samples are small
+    monkeypatch.setattr(example_store, "AUTO_BYTES", 1000)
+    assert "train" not in sentiment("auto").raw and "train" not in translation("auto").raw
+
+
+@pytest.mark.parametrize("make,kw,match", [
+    (ClassificationDataModule, {"out_of_core": "yes"}, "data.out_of_core: expected auto, true or false"),
+    (ClassificationDataModule, {"out_of_core": True, "hub": {"name": "glue"}}, "data.out_of_core: streams local"),
+    (TranslationDataModule, {"out_of_core": 1.5}, "data.out_of_core: expected auto, true or false"),
+    (TranslationDataModule, {"out_of_core": True, "hub": {"name": "x"}}, "data.out_of_core: streams local"),
+])
+def test_bad_settings(make, kw, match):
+    kw.setdefault("train", "x.tsv")
+    with pytest.raises(ConfigError, match=match):
+        make(**kw)
+
+
+def test_translation_errors_name_the_file_and_line(tmp_path):
+    src, tgt = tmp_path / "a.de", tmp_path / "a.en"
+    src.write_text("eins\nzwei\ndrei\n", encoding="utf-8")
+    tgt.write_text("one\ntwo\n", encoding="utf-8")
+    with pytest.raises(DataError, match="the source has 3 lines but the target .*a.en has 2"):
+        translation(True, train={"src": str(src), "tgt": str(tgt)})
+    with pytest.raises(DataError, match="the source has 2 lines but the target .*a.de has 3"):
+        list(iter_split({"src": str(tgt), "tgt": str(src)}))
+    tgt.write_text("one\n\nthree\n", encoding="utf-8")
+    src.write_text("\n\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="every training pair has an empty side"):
+        translation(True, train={"src": str(src), "tgt": str(tgt)})
+    with pytest.raises(DataError, match="every training pair is longer than data.max_length=2"):
+        translation(True, max_length=2)
+
+
+def test_ragged_array_over_memmaps_pads_like_in_memory(tmp_path):
+    seqs = [[1, 2, 3], [4], [5, 6]]
+    flat, lengths = example_store.flatten(seqs, np.uint8)
+    flat_path = tmp_path / "f"
+    flat_path.write_bytes(flat.tobytes())
+    mapped = RaggedArray(flat=np.memmap(flat_path, dtype=np.uint8, mode="r"),
+                         offsets=np.concatenate([[0], np.cumsum(lengths)]))
+    from nlpseq.data.collate import pad_ids
+
+    a, b = pad_ids([mapped[i] for i in range(3)]), pad_ids([np.asarray(s) for s in seqs])
+    assert torch.equal(a[0], b[0]) and a[0].dtype == torch.long and torch.equal(a[1], b[1])
+
+
+def test_cli_trains_out_of_core_and_the_checkpoint_predicts(tmp_path, cli):
+    from conftest import QUIET
+
+    import nlpseq
+
+    run = tmp_path / "run"
+    proc = cli(["task=sentiment", f"hydra.run.dir={run}", "data.out_of_core=true", "data.validation=null",
+                "trainer.max_epochs=1", *QUIET], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "cache" / "train.examples.json").is_file()
+    log = (run / "__main__.log").read_text()
+    assert "held out 200 of 2000 training examples" in log and "encoded 1800 examples" in log
+    model = nlpseq.load(run / "checkpoints" / "best.ckpt")
+    assert {p.label for p in model.predict(["a wonderful , moving film", "dull and lifeless"])} <= {"negative", "positive"}
