@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 class RaggedArray:
     """Variable-length integer sequences stored as one flat array plus offsets (compact, fast to slice)."""
 
-    def __init__(self, seqs: Sequence[Sequence[int]] | None = None, flat=None, offsets=None):
+    def __init__(self, seqs: Sequence[Sequence[int]] | None = None, flat=None, offsets=None, lengths=None):
+        self._lengths = lengths  # given (a memmap of the out-of-core store), or computed from offsets
         if seqs is not None:
             lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
             offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
@@ -44,7 +45,7 @@ class RaggedArray:
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        return np.diff(self.offsets) if self._lengths is None else self._lengths
 
 
 class EncodedDataset(Dataset):

@@ -104,24 +104,43 @@ def _check_tags(tags: Sequence[Any], scheme: str, path, line_of) -> None:
 def read_conll(path, token_column: int = 0, tag_column: int = -1, separator: str = "auto",
                scheme: str = "IOB2", docstart: bool = True) -> datasets.Dataset:
     """Sentences of a column file with their tags (checked against `scheme`; `auto` allows any prefix)."""
+    return _rows_dataset(iter_conll(path, token_column, tag_column, separator, scheme, docstart))
+
+
+def iter_conll(path, token_column: int = 0, tag_column: int = -1, separator: str = "auto",
+               scheme: str = "IOB2", docstart: bool = True) -> Iterator[tuple[int, list[str], list[str]]]:
+    """(first line, tokens, tags) per sentence of a column file, streamed; tags checked as in `read_conll`."""
     check_choice("data.scheme", scheme, INPUT_SCHEMES)
     resolve(path)
-    rows: dict[str, list] = {"tokens": [], "tags": [], "line": []}
+    found = False
     for start, tokens, tags in iter_column_sentences(read_lines(path), path, token_column, tag_column,
                                                      separator, docstart):
         _check_tags(tags, scheme, path, lambda i, s=start: s + i)
+        found = True
+        yield start, tokens, tags
+    if not found:
+        raise DataError("no sentences found (only blank or -DOCSTART- lines)", path)
+
+
+def _rows_dataset(sentences) -> datasets.Dataset:
+    rows: dict[str, list] = {"tokens": [], "tags": [], "line": []}
+    for line, tokens, tags in sentences:
         rows["tokens"].append(tokens)
         rows["tags"].append(tags)
-        rows["line"].append(start)
-    if not rows["tokens"]:
-        raise DataError("no sentences found (only blank or -DOCSTART- lines)", path)
+        rows["line"].append(line)
     return _to_dataset(rows)
 
 
 def read_jsonl(path, tokens_key: str = "tokens", tags_key: str = "tags", scheme: str = "IOB2") -> datasets.Dataset:
     """One JSON object per line with a list of tokens and a list of as many tags (strings)."""
+    return _rows_dataset(iter_jsonl(path, tokens_key, tags_key, scheme))
+
+
+def iter_jsonl(path, tokens_key: str = "tokens", tags_key: str = "tags", scheme: str = "IOB2"
+               ) -> Iterator[tuple[int, list[str], list[str]]]:
+    """(line, tokens, tags) per object of a JSON-lines file, streamed; checked as in `read_jsonl`."""
     check_choice("data.scheme", scheme, INPUT_SCHEMES)
-    rows: dict[str, list] = {"tokens": [], "tags": [], "line": []}
+    found = False
     for lineno, obj in read_json_lines(path):
         for key, option in ((tokens_key, "data.tokens_key"), (tags_key, "data.tags_key")):
             if key not in obj:
@@ -136,21 +155,27 @@ def read_jsonl(path, tokens_key: str = "tokens", tags_key: str = "tags", scheme:
             if not tok:
                 raise DataError(f"token {i + 1} is empty", path, lineno)
         _check_tags(tags, scheme, path, lambda i: lineno)
-        rows["tokens"].append(tokens)
-        rows["tags"].append(tags)
-        rows["line"].append(lineno)
-    if not rows["tokens"]:
+        found = True
+        yield lineno, tokens, tags
+    if not found:
         raise DataError("no sentences found", path)
-    return _to_dataset(rows)
 
 
 def read_tagged(path, fmt: str = "auto", token_column: int = 0, tag_column: int = -1, separator: str = "auto",
                 scheme: str = "IOB2", docstart: bool = True, tokens_key: str = "tokens",
                 tags_key: str = "tags") -> datasets.Dataset:
     """A column or JSONL file (by `fmt`, or by extension when `auto`)."""
+    return _rows_dataset(iter_tagged(path, fmt, token_column, tag_column, separator, scheme, docstart, tokens_key,
+                                     tags_key))
+
+
+def iter_tagged(path, fmt: str = "auto", token_column: int = 0, tag_column: int = -1, separator: str = "auto",
+                scheme: str = "IOB2", docstart: bool = True, tokens_key: str = "tokens",
+                tags_key: str = "tags") -> Iterator[tuple[int, list[str], list[str]]]:
+    """(line, tokens, tags) per sentence of a column or JSONL file, streamed (a file larger than memory)."""
     if detect_format(path, fmt) == "jsonl":
-        return read_jsonl(path, tokens_key, tags_key, scheme)
-    return read_conll(path, token_column, tag_column, separator, scheme, docstart)
+        return iter_jsonl(path, tokens_key, tags_key, scheme)
+    return iter_conll(path, token_column, tag_column, separator, scheme, docstart)
 
 
 def load_hub_tagged(name: str, split: str, subset: str | None = None, tokens_column: str = "tokens",

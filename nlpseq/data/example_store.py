@@ -1,7 +1,8 @@
 """Encoded examples on disk: the training split of a sentence-level task, larger than memory, read by memmap.
 
 A split of N examples is stored as, per variable-length field (a text's ids, a source, a target), a flat id
-file in the smallest unsigned dtype that holds the vocabulary plus an int64 offsets file of N + 1 entries, and
+file in the smallest unsigned dtype that holds the vocabulary, an int64 offsets file of N + 1 entries and an
+int32 lengths file (the sampler reads the lengths without a copy and without touching the offsets), and
 per fixed-width field (a label) one array of N values; a JSON manifest names them, with the cache key and a
 few facts gathered while writing (`meta`: the longest source, the target ids seen). `RaggedArray` views
 these memmaps exactly as it views in-memory arrays, so batches are identical to the in-memory path and the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import tempfile
 import time
@@ -31,7 +33,7 @@ import numpy as np
 
 from nlpseq.data.base import RaggedArray
 from nlpseq.data.files import resolve
-from nlpseq.utils.io import atomic_write_text
+from nlpseq.utils.io import _umask, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +78,13 @@ class StoreWriter:
         for f in self.ragged:
             self._open(f"{f}.ids")
             self._open(f"{f}.offsets").write(np.zeros(1, dtype="<i8").data)
+            self._open(f"{f}.lengths")
         for f in self.fixed:
             self._open(f"{f}.values")
 
     def _open(self, suffix: str):
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{self.name}.{suffix}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private)
         self.files[suffix] = (tmp, os.fdopen(fd, "wb"))
         return self.files[suffix][1]
 
@@ -93,6 +97,9 @@ class StoreWriter:
             self.files[f"{f}.ids"][1].write(np.ascontiguousarray(flat, dtype=self.ragged[f].newbyteorder("<")).data)
             offsets = self.totals[f] + np.cumsum(lengths, dtype=np.int64)
             self.files[f"{f}.offsets"][1].write(offsets.astype("<i8").data)
+            if len(lengths) and int(lengths.max()) > np.iinfo(np.int32).max:
+                raise ValueError(f"an example of {int(lengths.max())} tokens")
+            self.files[f"{f}.lengths"][1].write(np.asarray(lengths, dtype="<i4").data)
             self.totals[f] += int(lengths.sum())
         for f, values in fixed.items():
             self.files[f"{f}.values"][1].write(np.ascontiguousarray(values, dtype=self.fixed[f].newbyteorder("<")).data)
@@ -130,22 +137,37 @@ def open_store(cache_dir: Path, name: str, key: dict) -> Store | None:
             return None
         n, ragged, fixed = m["n"], {}, {}
 
-        def mapped(suffix: str, dtype, count: int) -> np.ndarray:
+        def mapped(suffix: str, dtype, count: int, random: bool = True) -> np.ndarray:
             path = cache_dir / f"{name}.{suffix}"
             if path.stat().st_size != count * np.dtype(dtype).itemsize:
                 raise ValueError(f"{path} is incomplete")
             if count == 0:  # numpy cannot map an empty file
                 return np.zeros(0, dtype=dtype)
-            return np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+            arr = np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+            if random:
+                _read_randomly(arr)
+            return arr
 
         for f, spec in m["ragged"].items():
             ragged[f] = RaggedArray(flat=mapped(f"{f}.ids", spec["dtype"], spec["total"]),
-                                    offsets=mapped(f"{f}.offsets", "<i8", n + 1))
+                                    offsets=mapped(f"{f}.offsets", "<i8", n + 1),
+                                    lengths=mapped(f"{f}.lengths", "<i4", n, random=False))
         for f, dtype in m["fixed"].items():
             fixed[f] = mapped(f"{f}.values", dtype, n)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return Store(n, ragged, fixed, m.get("meta", {}))
+
+
+def _read_randomly(arr: np.memmap) -> None:
+    """Tell the kernel that batches read this file at random: no read-ahead around each row (on Linux it reads
+    128 KB around every page fault, which fills memory and costs I/O for rows no batch asked for)."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        try:
+            mm.madvise(mmap.MADV_RANDOM)
+        except OSError:  # pragma: no cover - advice only
+            pass
 
 
 def _wait(cache_dir: Path, name: str, key: dict, patience: float) -> Store | None:

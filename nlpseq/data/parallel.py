@@ -285,22 +285,22 @@ class TranslationDataModule(TextDataModule):
             i += 1
 
     def _read_out_of_core(self, train_only_for_vocab: bool) -> None:
-        """Validation and test are read whole (BLEU needs their text); the training files are streamed: a
-        counting pass when a validation split must be held out, then the vocabulary passes (all sources, then
-        all targets: the order of the in-memory path, so the vocabulary is the same)."""
+        """Validation and test are read whole (BLEU needs their text); the training files are streamed: when a
+        validation split must be held out, a counting pass and one that collects it, then the vocabulary passes
+        (all sources, then all targets: the order of the in-memory path, so the vocabulary is the same)."""
+        started = time.perf_counter()
         self.raw = {s: ds for s in ("validation", "test") if (ds := self._read(s)) is not None}
-        where = split_where(self.paths["train"])
-        n = sum(1 for _ in self._train_pairs())
-        if not n:
-            raise DataError("every training pair has an empty side", where)
+        where, heldout = split_where(self.paths["train"]), []
         if "validation" not in self.raw:
+            n = sum(1 for _ in self._train_pairs())
+            if not n:
+                raise DataError("every training pair has an empty side", where)
             n_val = max(1, int(round(n * self.val_fraction)))
             if n - n_val < 1:
                 raise DataError(f"too few training pairs ({n}) to hold out a validation split", where)
             self._heldout = example_store.heldout_mask(n, self.val_fraction, self.seed)
-        heldout, started = [], time.perf_counter()
-        for _ in self._train_pairs(heldout) if self._heldout is not None else ():
-            pass
+            for _ in self._train_pairs(heldout):
+                pass
         if train_only_for_vocab:
             sources = (s for _, s, _ in self._train_pairs())
             targets = (t for _, _, t in self._train_pairs())
@@ -312,7 +312,7 @@ class TranslationDataModule(TextDataModule):
                      time.perf_counter() - started)
         if self._heldout is not None:
             self.raw["validation"] = _rows_dataset(heldout)
-            log.info("no validation split given: held out %d of %d training pairs", len(heldout), n)
+            log.info("no validation split given: held out %d of %d training pairs", len(heldout), len(self._heldout))
         log.info("out of core: the training data is streamed, its ids cached in %s", self.cache_dir or "a temporary folder")
 
     def read_splits(self, train_only_for_vocab: bool) -> None:
@@ -410,8 +410,9 @@ class TranslationDataModule(TextDataModule):
 
         def write(writer: example_store.StoreWriter) -> dict:
             seen = np.zeros(self.tgt_tokenizer.vocab_size, dtype=bool)
-            longest, skipped = 0, 0
+            longest, skipped, pairs = 0, 0, 0
             for rows in example_store.batched(self._train_pairs()):
+                pairs += len(rows)
                 src_ids = self.src_tokenizer.encode_batch([r[1] for r in rows], add_eos=True)
                 tgt_ids = self.tgt_tokenizer.encode_batch([r[2] for r in rows])
                 if self.max_length:
@@ -426,6 +427,8 @@ class TranslationDataModule(TextDataModule):
             if skipped:
                 log.info("training data: skipped %d pair(s) longer than data.max_length=%d tokens", skipped,
                          self.max_length)
+            if not pairs:
+                raise DataError("every training pair has an empty side", split_where(self.paths["train"]))
             if not writer.n:
                 raise DataError(f"every training pair is longer than data.max_length={self.max_length} tokens",
                                 split_where(self.paths["train"]))

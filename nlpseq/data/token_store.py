@@ -254,7 +254,7 @@ class Encoder:
         self.chars += sum(map(len, batch))
         if self.kind == "char":
             return [self.table[self.code_points(p)] for p in batch]
-        encodings = self.tok.hf.encode_batch(batch, add_special_tokens=False)
+        encodings = getattr(self.tok.hf, "encode_batch_fast", self.tok.hf.encode_batch)(batch, add_special_tokens=False)
         return [np.asarray(e.ids, dtype=self.dtype) for e in encodings]
 
     def stream(self, source: TextSource, batch: int = 8) -> Iterator[np.ndarray]:

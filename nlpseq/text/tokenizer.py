@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from operator import itemgetter
 from typing import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -50,6 +51,30 @@ def _decoder(kind: str) -> decoders.Decoder | None:
     return None  # word level: tokens joined by single spaces
 
 
+def _count_words(texts: Iterable[str], norm, pre, kind: str, counts: Counter, chars: int = 4096) -> None:
+    """Add each text's tokens to `counts`, normalising and pre-tokenizing ~`chars` characters of texts joined by
+    '\\n' per call (one call per text costs more than the work for short texts). The same counts as text by
+    text: NFC and lowercasing never act across a newline, the word pre-tokenizers drop it as whitespace, and
+    the char one counts it once per join, taken off again."""
+    batch, size = [], 0
+
+    def flush() -> None:
+        counts.update(map(itemgetter(0), pre.pre_tokenize_str(norm.normalize_str("\n".join(batch)))))
+        if kind == "char" and len(batch) > 1:
+            counts["\n"] -= len(batch) - 1
+            if counts["\n"] <= 0:
+                counts.pop("\n", None)
+
+    for text in texts:
+        batch.append(text)
+        size += len(text) + 1
+        if size >= chars:
+            flush()
+            batch, size = [], 0
+    if batch:
+        flush()
+
+
 class TextTokenizer:
     """A trained tokenizer: text <-> ids, JSON round-trippable."""
 
@@ -87,14 +112,14 @@ class TextTokenizer:
             hf.train_from_iterator(texts, trainer=trainer)
             return cls(hf, kind)
         counts: Counter[str] = Counter()
-        for text in texts:
-            if pretokenized:
+        if pretokenized:
+            for text in texts:
                 words = [norm.normalize_str(w) for w in text]
                 if kind == "char":
                     words = [c for w in words for c in w]
                 counts.update(words)
-            else:
-                counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+        else:
+            _count_words(texts, norm, pre, kind, counts)
         for special in SPECIALS:
             counts.pop(special, None)
         ranked = sorted((c, w) for w, c in counts.items() if c >= min_frequency)
@@ -139,7 +164,9 @@ class TextTokenizer:
         return self.encode_batch([text], add_bos, add_eos)[0]
 
     def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
-        encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets: a third less time, the same ids
+        encode = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+        encodings = encode(list(texts), add_special_tokens=False)
         head, tail = [BOS_ID] if add_bos else [], [EOS_ID] if add_eos else []
         return [head + e.ids + tail for e in encodings]
 

@@ -65,6 +65,10 @@ def test_sentiment_same_vocabulary_labels_and_batches_as_in_memory(kw, monkeypat
     assert ooc.num_examples == mem.num_examples
     store = example_store.open_store(ooc.cache_dir, "train.examples", _key_of(ooc))
     assert isinstance(store.ragged["text"].flat, np.memmap) and store.ragged["text"].flat.dtype in (np.uint8, np.uint16)
+    # the sampler indexes the int32 lengths memmap without a copy
+    lengths = ooc.train_dataloader().batch_sampler.lengths
+    assert lengths.dtype == np.int32 and np.shares_memory(lengths, ooc.splits["train"].lengths)
+    assert isinstance(ooc.splits["train"].lengths, np.memmap)
     same_batches(epochs(mem), epochs(ooc))
     same_batches(mem.val_dataloader(), ooc.val_dataloader())
     assert ooc.bench_inputs(5) == mem.bench_inputs(5)
@@ -112,7 +116,8 @@ def test_store_is_reused_and_encoded_again_when_the_file_changes(tmp_path, monke
     first = sentiment(True, tmp_path / "run", train=str(train))
     cache = tmp_path / "run" / "cache"
     assert {p.name for p in cache.iterdir()} == {"train.examples.json", "train.examples.text.ids",
-                                                  "train.examples.text.offsets", "train.examples.labels.values"}
+                                                  "train.examples.text.offsets", "train.examples.text.lengths",
+                                                  "train.examples.labels.values"}
 
     def fail(*a, **k):
         raise AssertionError("encoded again")
