@@ -13,25 +13,32 @@ the character encoder runs on the distinct words of the batch only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import tempfile
+import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from nlpseq.data import example_store
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
-from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert_all, detect_format, detect_scheme,
-                               load_hub_tagged, read_tagged)
+from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert, convert_all, detect_format, detect_scheme,
+                               iter_tagged, load_hub_tagged, read_tagged)
+from nlpseq.data.files import resolve
 from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
 from nlpseq.metrics.schemes import PREFIXES, SCHEMES, split_tag
 from nlpseq.metrics.spans import conll_chunks
 from nlpseq.text.tokenizer import PAD_ID, SPECIALS, UNK, UNK_ID, TextTokenizer, build_tokenizer
+from nlpseq.utils.dist import is_worker_process
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -171,12 +178,16 @@ def load_tokenizer(text: str) -> tuple[str, Tokenizer]:
     raise ConfigError("tokenizer", f"kind {kind!r} cannot tag words (known: {', '.join(TOKENIZER_KINDS)})")
 
 
-def char_vocab(sentences: Sequence[Sequence[str]], min_frequency: int = 1) -> list[str]:
+def char_vocab(sentences: Iterable[Sequence[str]], min_frequency: int = 1) -> list[str]:
     """Characters of the training words, most frequent first (ties by character): ids 0 pad, 1 unk."""
     counts: Counter[str] = Counter()
     for words in sentences:
         for w in words:
             counts.update(w[:MAX_WORD_CHARS])
+    return char_vocab_from_counts(counts, min_frequency)
+
+
+def char_vocab_from_counts(counts: Counter, min_frequency: int = 1) -> list[str]:
     ranked = sorted((c for c, n in counts.items() if n >= min_frequency), key=lambda c: (-counts[c], c))
     return ["<pad>", "<unk>", *ranked]
 
@@ -237,14 +248,14 @@ class EncodedWords:
 
 def _gather_ragged(ragged: RaggedArray, rows: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a RaggedArray padded into a matrix [len(rows), longest] and their lengths, with numpy."""
-    lengths = ragged.lengths[rows]
+    lengths = ragged.lengths[rows].astype(np.int64, copy=False)  # int64 from any store (int32 lengths, uint8 ids)
     width = max(int(lengths.max(initial=0)), 1)
     cols = np.arange(width)
     valid = cols[None, :] < lengths[:, None]
     index = np.where(valid, ragged.offsets[rows][:, None] + cols[None, :], 0)
     if ragged.flat.size == 0:
         return np.full(valid.shape, pad, dtype=np.int64), lengths
-    return np.where(valid, ragged.flat[index], pad), lengths
+    return np.where(valid, ragged.flat[index], pad).astype(np.int64, copy=False), lengths
 
 
 class TaggingFeaturizer:
@@ -311,12 +322,14 @@ class TaggingFeaturizer:
         char_ids [U, L] + char_lengths [U] for the U distinct words of the batch and word_chars [B, T]
         (each word's row in them), and tags [B, T] when `tags` is given. Padding is 0 everywhere."""
         rows = np.asarray(rows, dtype=np.int64)
-        lengths = enc.lengths[rows]
+        lengths = enc.lengths[rows].astype(np.int64, copy=False)
         width = max(int(lengths.max(initial=0)), 1)
         cols = np.arange(width)
         valid = cols[None, :] < lengths[:, None]
         flat_pos = np.where(valid, enc.offsets[rows][:, None] + cols[None, :], 0)
-        word_types = np.where(valid, enc.types[flat_pos], 0) if enc.types.size else np.zeros_like(flat_pos)
+        # int64 whatever the store's dtype (out of core: uint32 types, uint8 tags): torch reads uint8 as a mask
+        word_types = np.where(valid, enc.types[flat_pos], 0).astype(np.int64, copy=False) if enc.types.size \
+            else np.zeros_like(flat_pos)
         uniq, inverse = np.unique(word_types[valid], return_inverse=True)
         word_chars = np.zeros_like(word_types)
         word_chars[valid] = inverse
@@ -333,7 +346,8 @@ class TaggingFeaturizer:
         else:
             batch["word_ids"] = torch.from_numpy(np.where(valid, enc.type_ids[word_types], PAD_ID))
         if tags is not None:
-            batch["tags"] = torch.from_numpy(np.where(valid, tags.flat[flat_pos] if tags.flat.size else 0, 0))
+            batch["tags"] = torch.from_numpy(np.where(valid, tags.flat[flat_pos] if tags.flat.size else 0, 0)
+                                             .astype(np.int64, copy=False))
         return batch
 
     @staticmethod
@@ -372,6 +386,10 @@ class TaggingDataModule(TextDataModule):
     `val_fraction` of the training sentences are held out (seeded). Sentences without tokens (JSONL)
     are skipped. `max_length`: sentences with more words are an error (none by default: a recurrent
     tagger reads sentences of any length).
+    `out_of_core` (auto | true | false): the training file is streamed, never held whole (passes for the tag
+    scheme, the vocabulary and the characters, then one that encodes it in chunks to `<run>/cache`,
+    nlpseq.data.example_store); batches are identical to the in-memory path. Memory then grows with the
+    distinct words of the corpus, not with its size. auto: a local training file over 256 MB.
     """
 
     def __init__(self, train: str | None = None, validation: str | None = None, test: str | None = None,
@@ -381,9 +399,17 @@ class TaggingDataModule(TextDataModule):
                  tokenizer: dict | None = None, zero_digits: bool = True, char_min_frequency: int = 1,
                  max_length: int | None = None, val_fraction: float = 0.1, batch_size: int = 32,
                  eval_batch_size: int = 128, max_tokens: int | None = None, num_workers: int = 0,
-                 bucket_pool: int = 50, seed: int = 0):
+                 bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
         self.paths = {"train": train, "validation": validation, "test": test}
+        if out_of_core not in (True, False, "auto"):
+            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
+        if out_of_core is True and (hub or {}).get("name"):
+            raise ConfigError("data.out_of_core", "streams local training files; a hub dataset (data.hub.name) is "
+                                                  "read by `datasets`: set data.out_of_core=false")
+        self.out_of_core = out_of_core
+        self.cache_dir: Path | None = None
+        self._heldout = None  # out of core without a validation file: which training sentences are held out
         self.reader = {"format": check_choice("data.format", format, FORMATS),
                        "token_column": check_int("data.token_column", token_column),
                        "tag_column": check_int("data.tag_column", tag_column),
@@ -428,14 +454,77 @@ class TaggingDataModule(TextDataModule):
         return read_tagged(self.paths[split], r["format"], r["token_column"], r["tag_column"], r["separator"],
                            self.scheme, r["docstart"], r["tokens_key"], r["tags_key"])
 
-    def read_splits(self, train_only_for_vocab: bool) -> None:
-        raw = {s: self._read(s) for s in SPLITS}
+    def prepare(self, run_dir=None) -> None:
+        self.cache_dir = Path(run_dir) / "cache" if run_dir is not None else None
+        super().prepare(run_dir)
+
+    def _use_out_of_core(self) -> bool:
+        if self.out_of_core != "auto":
+            return self.out_of_core
+        return (not self.hub.get("name") and bool(self.paths["train"])
+                and resolve(self.paths["train"]).stat().st_size > example_store.AUTO_BYTES)
+
+    def _train_sentences(self, heldout: list | None = None) -> Iterator[tuple[int, list[str], list[str]]]:
+        """(line, tokens, tags as written) of the training file, streamed: sentences without tokens skipped, the
+        length limit checked; sentences held out for validation go to `heldout` instead."""
+        r, where = self.reader, self._where("train")
+        i = 0
+        for line, tokens, tags in iter_tagged(self.paths["train"], r["format"], r["token_column"], r["tag_column"],
+                                              r["separator"], self.scheme, r["docstart"], r["tokens_key"], r["tags_key"]):
+            if not tokens:
+                continue
+            if self.max_length is not None and len(tokens) > self.max_length:
+                raise DataError(f"sentence has {len(tokens)} tokens, more than data.max_length={self.max_length}",
+                                where, line)
+            if self._heldout is not None and self._heldout[i]:
+                if heldout is not None:
+                    heldout.append((line, tokens, tags))
+            else:
+                yield line, tokens, tags
+            i += 1
+
+    def _read_out_of_core(self, train_only_for_vocab: bool) -> None:
+        """Validation and test are read whole (span F1 needs them); the training file is streamed."""
+        started = time.perf_counter()
+        self.raw = self._read_splits(("validation", "test"))
+        where = self._where("train")
+        if self.data_scheme is None:
+            self.data_scheme = detect_scheme(tags for _, _, tags in self._train_sentences())
+            log.info("tag scheme of the data: %s (detected)", self.data_scheme)
+        for d in self.raw.values():
+            d["tags"] = convert_all(d["tags"], self.data_scheme, self.train_scheme)
+        if "validation" not in self.raw:
+            n = sum(1 for _ in self._train_sentences())
+            if not n:
+                raise DataError("no sentence with tokens", where)
+            n_val = max(1, int(round(n * self.val_fraction)))
+            if n - n_val < 1:
+                raise DataError(f"too few training sentences ({n}) to hold out a validation split", where)
+            self._heldout = example_store.heldout_mask(n, self.val_fraction, self.seed)
+            held: list = []
+            for _ in self._train_sentences(held):
+                pass
+            step = 0 if detect_format(self.paths["train"], self.reader["format"]) == "jsonl" else 1
+            self.raw["validation"] = {
+                "tokens": [t for _, t, _ in held], "line": [line for line, _, _ in held], "step": step, "where": where,
+                "tags": convert_all([g for _, _, g in held], self.data_scheme, self.train_scheme)}
+            log.info("no validation split given: held out %d of %d training sentences", n_val, n)
+        if train_only_for_vocab:
+            self.vocab = self._build_vocab(lambda: ((t, g) for _, t, g in self._train_sentences()))
+            log.info("vocabulary: streaming passes in %.1f s", time.perf_counter() - started)
+        self.featurizer = TaggingFeaturizer(self.vocab["tokenizer"], self.vocab["chars"], self.zero_digits)
+        log.info("out of core: the training file is streamed, its ids cached in %s", self.cache_dir or "a temporary folder")
+
+    def _read_splits(self, names: Sequence[str]) -> dict:
+        """The named splits read whole: {tokens, tags (as written), line, step, where} each."""
         splits = {}
-        for split, ds in raw.items():
+        for split in names:
+            ds = self._read(split)
             if ds is None:
                 continue
             where = self._where(split)
-            tokens, tags, lines = ds["tokens"], ds["tags"], ds["line"]
+            # lists: datasets >= 4 returns a lazy Column, which the hold-out below would not index
+            tokens, tags, lines = list(ds["tokens"]), list(ds["tags"]), list(ds["line"])
             keep = [i for i, t in enumerate(tokens) if t]  # an empty JSONL sentence teaches nothing
             if len(keep) < len(tokens):
                 log.info("%s: skipped %d sentence(s) without tokens", where, len(tokens) - len(keep))
@@ -444,16 +533,22 @@ class TaggingDataModule(TextDataModule):
                 raise DataError("no sentence with tokens", where)
             # token i of a sentence is on line `line + step * i` (column files) or on `line` (JSONL, hub)
             step = 0 if self.hub.get("name") or detect_format(self.paths[split], self.reader["format"]) == "jsonl" else 1
+            if self.max_length is not None:
+                for toks, line in zip(tokens, lines):
+                    if len(toks) > self.max_length:
+                        raise DataError(f"sentence has {len(toks)} tokens, more than data.max_length={self.max_length}",
+                                        where, line)
             splits[split] = {"tokens": tokens, "tags": tags, "line": lines, "step": step, "where": where}
+        return splits
+
+    def read_splits(self, train_only_for_vocab: bool) -> None:
+        if self._use_out_of_core():
+            return self._read_out_of_core(train_only_for_vocab)
+        splits = self._read_splits(SPLITS)
         if self.data_scheme is None:
             self.data_scheme = detect_scheme(splits["train"]["tags"])
             log.info("tag scheme of the data: %s (detected)", self.data_scheme)
         for split, d in splits.items():
-            if self.max_length is not None:
-                for toks, line in zip(d["tokens"], d["line"]):
-                    if len(toks) > self.max_length:
-                        raise DataError(f"sentence has {len(toks)} tokens, more than data.max_length={self.max_length}",
-                                        d["where"], line)
             d["tags"] = convert_all(d["tags"], self.data_scheme, self.train_scheme)
         if "validation" not in splits:  # hold out part of train, reproducibly
             tr = splits["train"]
@@ -468,29 +563,38 @@ class TaggingDataModule(TextDataModule):
             log.info("no validation split given: held out %d of %d training sentences", n_val, n)
         self.raw = splits
         if train_only_for_vocab:
-            self.vocab = self._build_vocab(splits["train"]["tokens"], splits["train"]["tags"])
+            tr = splits["train"]
+            self.vocab = self._build_vocab(lambda: zip(tr["tokens"], tr["tags"]))
         self.featurizer = TaggingFeaturizer(self.vocab["tokenizer"], self.vocab["chars"], self.zero_digits)
 
-    def _build_vocab(self, sentences: list[list[str]], tags: list[list[str]]) -> dict:
+    def _build_vocab(self, sentences: Callable[[], Iterable[tuple[list[str], list[str]]]]) -> dict:
+        """Tokenizer, labels and characters from the training (tokens, tags) that each `sentences()` call
+        yields afresh: two passes, the tokenizer's and one for entity types, word and character counts."""
         cfg = dict(self.tokenizer_cfg)
-        words = [[normalize_word(w, self.zero_digits) for w in s] for s in sentences]
         try:
-            tokenizer = train_tokenizer(words, **cfg)
+            tokenizer = train_tokenizer(([normalize_word(w, self.zero_digits) for w in s] for s, _ in sentences()),
+                                        **cfg)
         except TypeError as e:
             raise ConfigError("data.tokenizer", str(e)) from None
-        types = sorted({split_tag(t)[1] for seq in tags for t in seq if t != "O"})
+        word_kind = cfg.get("kind", "word") == "word"
+        norm = load_tokenizer(tokenizer)[1].normalizer
+        types, words, chars = set(), Counter(), Counter()
+        for s, tags in sentences():
+            types.update(split_tag(t)[1] for t in tags if t != "O")
+            chars.update(c for w in s for c in w[:MAX_WORD_CHARS])
+            if word_kind:
+                normed = (normalize_word(w, self.zero_digits) for w in s)
+                words.update(map(norm.normalize_str, normed) if norm is not None else normed)
+        types = sorted(types)
         if not types:
             raise DataError("the training data has no entities (every tag is O)", self._where("train"))
         rare_from = None
-        if cfg.get("kind", "word") == "word":  # vocabulary ids are ordered by count: the words seen once come last
-            kind, hf = load_tokenizer(tokenizer)
-            norm = hf.normalizer
-            counts = Counter(norm.normalize_str(w) if norm is not None else w for s in words for w in s)
-            vocab = hf.get_vocab()
-            seen_once = [vocab[w] for w, c in counts.items() if c == 1 and w in vocab]
+        if word_kind:  # vocabulary ids are ordered by count: the words seen once come last
+            vocab = load_tokenizer(tokenizer)[1].get_vocab()
+            seen_once = [vocab[w] for w, c in words.items() if c == 1 and w in vocab]
             rare_from = min(seen_once) if seen_once else len(vocab)
         vocab = {"tokenizer": tokenizer, "labels": label_set(types, self.train_scheme),
-                 "chars": char_vocab(sentences, self.char_min_frequency), "rare_from": rare_from,
+                 "chars": char_vocab_from_counts(chars, self.char_min_frequency), "rare_from": rare_from,
                  "data_scheme": self.data_scheme}
         log.info("vocabulary: %d %s entries, %d characters, labels: %s",
                  load_tokenizer(tokenizer)[1].get_vocab_size(), cfg.get("kind", "word"), len(vocab["chars"]),
@@ -522,20 +626,81 @@ class TaggingDataModule(TextDataModule):
                            "docstart": self.reader["docstart"]}}
 
     # ---- encoding, once
+    def _tag_ids(self, index: dict, toks: list[str], tags: list[str], where, line: int, step: int) -> list[int]:
+        ids = [index.get(t, -1) for t in tags]
+        if -1 in ids:
+            i = ids.index(-1)
+            raise DataError(f"entity type {split_tag(tags[i])[1]!r} (token {toks[i]!r}) was never seen in "
+                            f"training (known: {', '.join(sorted({split_tag(x)[1] for x in index if x != 'O'}))})",
+                            where, line + step * i)
+        return ids
+
     def encode_splits(self) -> None:
         index = {label: i for i, label in enumerate(self.vocab["labels"])}
+        if "train" not in self.raw:  # out of core
+            self.splits["train"] = self._encode_train_store(index)
         for split, d in self.raw.items():
-            tag_ids = []
-            for toks, tags, line in zip(d["tokens"], d["tags"], d["line"]):
-                ids = [index.get(t, -1) for t in tags]
-                if -1 in ids:
-                    i = ids.index(-1)
-                    raise DataError(f"entity type {split_tag(tags[i])[1]!r} (token {toks[i]!r}) was never seen in "
-                                    f"training (known: {', '.join(sorted({split_tag(x)[1] for x in index if x != 'O'}))})",
-                                    d["where"], line + d["step"] * i)
-                tag_ids.append(ids)
+            tag_ids = [self._tag_ids(index, toks, tags, d["where"], line, d["step"])
+                       for toks, tags, line in zip(d["tokens"], d["tags"], d["line"])]
             enc = self.featurizer.encode(d["tokens"])
             self.splits[split] = _tagging_dataset(self.featurizer, enc, RaggedArray(tag_ids))
+
+    def _encode_train_store(self, index: dict) -> EncodedDataset:
+        """The training file encoded to `<run>/cache/train.examples.*` (per sentence: its words as indices into
+        the table of distinct words, and its tag ids) and `train.types.*` (that table's word ids, case classes,
+        characters and pieces, as `TaggingFeaturizer.encode` makes them), reused while their key matches."""
+        if self.cache_dir is None:  # no run directory (tests, benchmarks): a folder removed with the module
+            self._tmp = tempfile.TemporaryDirectory(prefix="nlpseq-examples-")
+            self.cache_dir = Path(self._tmp.name)
+        v = self.vocab
+        key = {"version": example_store.VERSION, "task": "tagging", "files": example_store.file_key(self.paths["train"]),
+               "reader": self.reader, "schemes": [self.scheme, self.data_scheme, self.train_scheme],
+               "max_length": self.max_length, "zero_digits": self.zero_digits,
+               "heldout": None if self._heldout is None else [self.val_fraction, self.seed],
+               "vocab": hashlib.sha256(json.dumps([v["tokenizer"], v["chars"], v["labels"]]).encode("utf-8")).hexdigest()}
+        feat, where, step = self.featurizer, self._where("train"), 0 if detect_format(
+            self.paths["train"], self.reader["format"]) == "jsonl" else 1
+        types_fields = ({"chars": example_store.id_dtype(len(v["chars"]))}
+                        | ({"pieces": example_store.id_dtype(feat.vocab_size)} if feat.subword else {}))
+        tag_dtype = example_store.id_dtype(len(v["labels"]))
+
+        def write_types(words: list[str]) -> Callable:
+            def write(writer: example_store.StoreWriter) -> None:
+                for chunk in example_store.batched(words, 65536):
+                    info = feat._describe(chunk)
+                    ragged = {"chars": example_store.flatten([d[2] for d in info], types_fields["chars"])}
+                    if feat.subword:
+                        ragged["pieces"] = example_store.flatten([d[3] for d in info], types_fields["pieces"])
+                    writer.add(ragged, {"ids": np.array([d[0] for d in info], dtype=np.int64),
+                                        "case": np.array([d[1] for d in info], dtype=np.int64)})
+            return write
+
+        def write(writer: example_store.StoreWriter) -> dict:
+            word_index: dict[str, int] = {}  # distinct word -> its row in the types table, in order of first use
+            for chunk in example_store.batched(self._train_sentences()):
+                tag_ids = [self._tag_ids(index, toks, convert(tags, self.data_scheme, self.train_scheme), where, line,
+                                         step) for line, toks, tags in chunk]
+                lengths = np.fromiter((len(t) for _, t, _ in chunk), dtype=np.int64, count=len(chunk))
+                types = np.fromiter((word_index.setdefault(w, len(word_index)) for _, toks, _ in chunk for w in toks),
+                                    dtype=np.uint32, count=int(lengths.sum()))
+                writer.add({"words": (types, lengths), "tags": example_store.flatten(tag_ids, tag_dtype)}, {})
+            if not writer.n:
+                raise DataError("no sentence with tokens", where)
+            # the table is written before this store's manifest: a store that opens has its table
+            example_store.build_store(self.cache_dir, "train.types", key, types_fields, {"ids": np.int64, "case": np.int64},
+                                      write_types(list(word_index)))
+            return {"distinct_words": len(word_index)}
+
+        if not is_worker_process() and example_store.open_store(self.cache_dir, "train.types", key) is None:
+            # no table (a run stopped between the two stores): encode both again; workers wait for the first process
+            (self.cache_dir / "train.examples.json").unlink(missing_ok=True)
+        ex = example_store.build_store(self.cache_dir, "train.examples", key, {"words": np.uint32, "tags": tag_dtype},
+                                       {}, write, wait=is_worker_process())
+        table = example_store.open_store(self.cache_dir, "train.types", key)
+        words = ex.ragged["words"]
+        enc = EncodedWords(words.lengths, words.offsets, words.flat, table.fixed["ids"], table.fixed["case"],
+                           table.ragged["chars"], table.ragged.get("pieces"))
+        return _tagging_dataset(feat, enc, ex.ragged["tags"])
 
     def bench_inputs(self, n: int) -> list[list[str]]:
         """Inputs for `predict()` timings (`python -m nlpseq.bench task=ner`): n validation sentences as tokens."""

@@ -253,3 +253,84 @@ def test_cli_trains_out_of_core_and_the_checkpoint_predicts(tmp_path, cli):
     assert "held out 200 of 2000 training examples" in log and "encoded 1800 examples" in log
     model = nlpseq.load(run / "checkpoints" / "best.ckpt")
     assert {p.label for p in model.predict(["a wonderful , moving film", "dull and lifeless"])} <= {"negative", "positive"}
+
+
+# ---------------------------------------------------------------- NER
+
+NER = ROOT / "tasks" / "ner" / "sample"
+
+
+def ner(out_of_core, run_dir=None, **kw):
+    from nlpseq.data.tagging import TaggingDataModule
+
+    kw.setdefault("train", str(NER / "train.conll"))
+    kw.setdefault("validation", str(NER / "dev.conll"))
+    d = TaggingDataModule(out_of_core=out_of_core, batch_size=16, **kw)
+    d.prepare(run_dir)
+    return d
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"validation": None},
+    {"scheme": "auto", "train_scheme": "IOB2"},
+    {"tokenizer": {"kind": "bpe", "vocab_size": 300}},
+    {"max_length": 200, "zero_digits": False, "char_min_frequency": 2},
+])
+def test_ner_same_vocabulary_and_batches_as_in_memory(kw, monkeypatch):
+    monkeypatch.setattr(example_store, "BATCH_ROWS", 101)
+    mem, ooc = ner(False, **kw), ner(True, **kw)
+    assert "train" not in ooc.raw and ooc.vocab == mem.vocab and ooc.model_inputs() == mem.model_inputs()
+    assert ooc.num_examples == mem.num_examples
+    for a, b in zip(epochs(mem), epochs(ooc), strict=True):  # the same tensors, dtypes included
+        assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    same_batches(mem.val_dataloader(), ooc.val_dataloader())
+    assert ooc.bench_inputs(4) == mem.bench_inputs(4)
+    names = {p.name for p in Path(ooc.cache_dir).iterdir()}
+    assert {"train.examples.json", "train.types.json", "train.examples.words.ids", "train.types.chars.ids"} <= names
+
+
+def test_ner_held_out_validation_is_disjoint_from_training():
+    """Regression: with datasets >= 4 a split's columns are lazy Columns, and the hold-out kept the whole
+    training file on both sides (validation scored on training sentences)."""
+    mem = ner(False, validation=None, val_fraction=0.2)
+    assert mem.num_examples == {"train": 480, "validation": 120}
+    train, held = set(mem.raw["train"]["line"]), set(mem.raw["validation"]["line"])  # sentences by first line
+    assert not train & held and len(train | held) == 600
+
+
+def test_ner_errors_name_the_file_and_line(tmp_path):
+    lines = (NER / "train.conll").read_text(encoding="utf-8").splitlines(keepends=True)
+    bad = tmp_path / "train.conll"
+    bad.write_text("".join(lines[:1000]) + "Oops B-PER extra\n" + "".join(lines[1000:]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.conll:1001: expected \d columns"):
+        ner(True, train=str(bad))
+    with pytest.raises(DataError, match=r"train.conll:\d+: sentence has \d+ tokens, more than data.max_length=3"):
+        ner(True, max_length=3, validation=None)
+
+
+def test_ner_store_is_reused_and_the_table_rebuilt_with_it(tmp_path, monkeypatch):
+    first = ner(True, tmp_path / "run")
+    cache = tmp_path / "run" / "cache"
+    with monkeypatch.context() as m:
+        m.setattr(example_store.StoreWriter, "add", lambda *a, **k: pytest.fail("encoded again"))
+        again = ner(True, tmp_path / "run")
+    same_batches(epochs(first, 1), epochs(again, 1))
+    (cache / "train.types.json").unlink()  # a run stopped between the two stores: both are written again
+    third = ner(True, tmp_path / "run")
+    assert (cache / "train.types.json").is_file()
+    same_batches(epochs(first, 1), epochs(third, 1))
+
+
+def test_cli_ner_out_of_core_and_the_checkpoint_predicts(tmp_path, cli):
+    from conftest import QUIET
+
+    import nlpseq
+
+    run = tmp_path / "run"
+    proc = cli(["task=ner", f"hydra.run.dir={run}", "data.out_of_core=true", "trainer.max_epochs=1", *QUIET],
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "cache" / "train.types.json").is_file()
+    tagger = nlpseq.load(run / "checkpoints" / "best.ckpt")
+    assert len(tagger.predict([["John", "lives", "in", "Berlin", "."]])[0].tags) == 5
