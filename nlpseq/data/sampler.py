@@ -44,6 +44,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.pad_to_equal = shuffle if pad_to_equal is None else pad_to_equal
         self.epoch = 0
         self.start_batch = 0  # batches already consumed this epoch (exact mid-epoch resume)
+        self._len_of = (-1, 0)  # (epoch, its number of batches on this rank)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,31 +89,32 @@ class BucketBatchSampler(Sampler[list[int]]):
             todo.extend((best[2], best[1]))  # popped shorter half first: groups come out short to long
         return groups
 
-    def all_batches(self) -> list[np.ndarray]:
+    def all_batches(self) -> "Batches":
         """Every batch of this epoch, for all ranks, in order."""
         n = len(self.lengths)
         if self.shuffle:
             rng = np.random.default_rng((self.seed, self.epoch))
-            perm = np.arange(n, dtype=np.int32)  # rng.permutation(n) in half the memory (the same order)
-            rng.shuffle(perm)
+            flat = np.arange(n, dtype=np.int32)  # rng.permutation(n) in half the memory (the same order)
+            rng.shuffle(flat)
             pool = self.batch_size * self.pool_batches
-            batches: list[np.ndarray] = []
+            sizes: list[int] = []
             for s in range(0, n, pool):  # sort within pools: similar lengths, still random order overall
-                chunk = perm[s:s + pool]
+                chunk = flat[s:s + pool]
                 if self.side_lengths is None:
-                    chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                    chunk[:] = chunk[np.argsort(self.lengths[chunk], kind="stable")]
                 else:
-                    chunk = np.concatenate(self._split(chunk))
-                batches.extend(self._chunk(chunk))
+                    chunk[:] = np.concatenate(self._split(chunk))
+                sizes.extend(len(b) for b in self._chunk(chunk))
+            batches = Batches.from_sizes(flat, sizes)
             if self.drop_last and self.max_tokens is None:
-                batches = [b for b in batches if len(b) == self.batch_size]
-            order = rng.permutation(len(batches))
-            batches = [batches[i] for i in order]
+                batches = batches.where(batches.sizes == self.batch_size)
+            batches = batches.where(rng.permutation(len(batches)))
         else:  # evaluation: globally sorted, longest first (fails fast on memory)
-            batches = self._chunk(np.argsort(-self.lengths, kind="stable"))
+            flat = np.argsort(-self.lengths, kind="stable")
+            batches = Batches.from_sizes(flat, [len(b) for b in self._chunk(flat)])
         return batches
 
-    def rank_batches(self) -> list[np.ndarray]:
+    def rank_batches(self) -> "Batches":
         batches = self.all_batches()
         if self.num_replicas > 1:
             if self.pad_to_equal and batches:
@@ -128,7 +130,9 @@ class BucketBatchSampler(Sampler[list[int]]):
             yield b.tolist()
 
     def __len__(self) -> int:
-        return len(self.rank_batches())
+        if self._len_of[0] != self.epoch:  # Lightning asks during the epoch too: build the batches once
+            self._len_of = (self.epoch, len(self.rank_batches()))
+        return self._len_of[1]
 
     def padding_share(self) -> float:
         """Share of positions in this epoch's padded batches that are padding (all sides together)."""
@@ -148,3 +152,42 @@ class BucketBatchSampler(Sampler[list[int]]):
             real += lens.sum(axis=0)
             total += lens.max(axis=0) * len(b)
         return real, total
+
+
+class Batches:
+    """An epoch's batches as one flat index array and a (start, stop) row per batch: a few bytes per example
+    where a list of small arrays costs a Python object per batch (corpora of tens of millions of examples)."""
+
+    def __init__(self, flat: np.ndarray, bounds: np.ndarray):
+        self.flat, self.bounds = flat, bounds
+
+    @classmethod
+    def from_sizes(cls, flat: np.ndarray, sizes: Sequence[int]) -> "Batches":
+        stops = np.cumsum(np.asarray(sizes, dtype=np.int64))
+        return cls(flat, np.stack([stops - np.asarray(sizes, dtype=np.int64), stops], axis=1))
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.bounds[:, 1] - self.bounds[:, 0]
+
+    def where(self, index) -> "Batches":
+        """The batches at `index` (a boolean mask, an order, a slice), sharing the flat array."""
+        return Batches(self.flat, self.bounds[index])
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.where(i)
+        start, stop = self.bounds[i]
+        return self.flat[start:stop]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start, stop in self.bounds.tolist():
+            yield self.flat[start:stop]
+
+    def __add__(self, other: "Batches") -> "Batches":
+        if other.flat is not self.flat:
+            raise ValueError("only batches of one epoch can be joined")
+        return Batches(self.flat, np.concatenate([self.bounds, other.bounds]))

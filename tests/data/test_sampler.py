@@ -134,3 +134,28 @@ def test_loaders_leave_the_global_random_stream_alone():
         loader = dm.make_loader(data, train, batch_size=4)
         assert isinstance(loader, ResumableLoader) == train
         assert torch.equal(draws_after(loader), untouched)
+
+
+def _reference_epoch(lengths, batch_size, pool_batches, seed, epoch):
+    """The bucketing rule written plainly: shuffle, sort each pool by length, cut, shuffle the batches."""
+    rng = np.random.default_rng((seed, epoch))
+    perm = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for s in range(0, len(perm), pool):
+        chunk = perm[s:s + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def test_epoch_equals_the_plain_reference_and_is_held_compactly():
+    lengths = np.random.default_rng(1).integers(1, 80, size=10_007)
+    s = BucketBatchSampler(lengths, batch_size=16, pool_batches=5, seed=3)
+    for epoch in (0, 1, 7):
+        s.set_epoch(epoch)
+        assert list(s) == _reference_epoch(lengths, 16, 5, 3, epoch)
+        assert len(s) == len(_reference_epoch(lengths, 16, 5, 3, epoch))
+    batches = s.all_batches()  # one int32 index array and two int64 bounds per batch, no object per batch
+    assert batches.flat.dtype == np.int32 and batches.flat.size == lengths.size and batches.bounds.shape == (len(s), 2)
+    assert sorted(batches.flat.tolist()) == list(range(lengths.size))
