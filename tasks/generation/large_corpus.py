@@ -7,9 +7,11 @@ For each size (in GB) it writes a plain-text corpus (the shipped sample's speech
 block, so the text looks like the sample but is not one short text repeated), then runs a short training
 in a subprocess, `python -m nlpseq task=generation data.train=CORPUS data.out_of_core=true ...` (char
 tokenizer, a tiny LSTM, `--steps` windows of 16 rows x 100 characters, the sample's validation file),
-under /usr/bin/time when present. It reports the data preparation (vocabulary pass + encoding pass, from
-the run's log: seconds and MB/s of corpus), training tokens/s (`train/tokens_per_sec` in metrics.csv) and
-the training process's peak resident memory (whole process: Python, torch, the data and the model).
+It reports the data preparation (vocabulary pass + encoding pass, from the run's log: seconds and MB/s of
+corpus), training tokens/s (`train/tokens_per_sec` in metrics.csv) and the training process's memory
+(nlpseq.utils.procmem): its peak resident set (whole process: Python, torch, the data and the model, and the
+pages of the memory-mapped id file that training has read, page cache the kernel can drop) and its peak
+anonymous memory.
 `--in-memory` sizes run the same with `data.out_of_core=false`, for comparison (keep them small: the
 in-memory path needs ~500 bytes per character). Corpora and run directories are deleted after each size
 unless --keep.
@@ -24,17 +26,16 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from nlpseq.utils.procmem import run_watched
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tasks" / "generation" / "sample"
 BLOCK = 16 << 20  # bytes per generated block; a few distinct blocks are written in turn
-TIME = shutil.which("time") and Path("/usr/bin/time").exists()
 
 
 def write_corpus(path: Path, size: int, seed: int = 0) -> float:
@@ -68,19 +69,11 @@ def train(corpus: Path, run: Path, steps: int, out_of_core: bool) -> dict:
            "model.samples.prompts=[]", "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
            "trainer.enable_model_summary=false", "callbacks.progress_bar.refresh_rate=0", "test=false",
            f"hydra.run.dir={run}"]
-    if TIME:
-        cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M"] + cmd
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        sys.exit(f"training failed (exit {proc.returncode}):\n{log[-3000:]}")
-    found = re.search(r"MAXRSS_KB=(\d+)", log)
-    # without /usr/bin/time: the largest child so far (only meaningful while sizes grow)
-    rss_kb = int(found.group(1)) if found else max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+    watched = run_watched(cmd, cwd=ROOT, env=env)
+    wall, log = watched.wall_s, watched.output
+    if watched.returncode != 0:
+        sys.exit(f"training failed (exit {watched.returncode}):\n{log[-3000:]}")
     prep = re.search(r"data prepared in ([\d.]+) s", log)
     vocab = re.search(r"one streaming pass in ([\d.]+) s", log)
     encode = re.search(r"train: encoded \d+ characters to \d+ tokens in ([\d.]+) s", log)
@@ -88,7 +81,7 @@ def train(corpus: Path, run: Path, steps: int, out_of_core: bool) -> dict:
     rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
     tps = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
     ids = run / "cache" / "train.ids"
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(rss_kb / 1024, 1),
+    return {"wall_s": round(wall, 1), "peak_rss_mb": watched.peak_rss_mb, "peak_anon_mb": watched.peak_anon_mb,
             "prep_s": float(prep.group(1)) if prep else None,
             "vocab_pass_s": float(vocab.group(1)) if vocab else None,
             "encode_pass_s": float(encode.group(1)) if encode else None,
@@ -128,17 +121,19 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.node()} {platform.machine()}, "
             f"{os.cpu_count()} CPUs", "python": platform.python_version(), "command": " ".join(sys.argv),
-            "steps": args.steps, "rss_from": "/usr/bin/time -f %M" if TIME else "getrusage(RUSAGE_CHILDREN)"}
+            "steps": args.steps, "memory_from": "/proc/<pid>/status: VmHWM (peak resident set) and the largest RssAnon polled "
+            "every 0.1 s (anonymous memory: what is not page cache of mapped files)"}
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n", encoding="utf-8")
-    print("\n| corpus | path | data prep (vocab + encode) | prep MB/s | train tokens | train tokens/s | peak RSS |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| corpus | path | data prep (vocab + encode) | prep MB/s | train tokens | train tokens/s | peak RSS | peak anonymous |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         corpus = f"{r['corpus_gb']:g} GB" if r["corpus_gb"] >= 0.1 else f"{r['corpus_gb'] * 1000:g} MB"
         prep = (f"{r['prep_s']:.1f} s ({r['vocab_pass_s']:.1f} + {r['encode_pass_s']:.1f})" if r["out_of_core"]
                 else f"{r['prep_s']:.1f} s")
         path = "out of core" if r["out_of_core"] else "in memory"
+        anon = f"{r['peak_anon_mb']:.0f} MB" if r["peak_anon_mb"] is not None else "-"
         print(f"| {corpus} | {path} | {prep} | {r['prep_mb_per_s'] or '-'} "
-              f"| {r['train_tokens']:,} | {r['train_tokens_per_s']} | {r['peak_rss_mb']:.0f} MB |")
+              f"| {r['train_tokens']:,} | {r['train_tokens_per_s']} | {r['peak_rss_mb']:.0f} MB | {anon} |")
     print(f"\nwritten {args.out}")
 
 
