@@ -19,7 +19,8 @@ In one run on one machine it measures, for the task's configured model and data:
     CRF and elementwise work left out) x nlpseq tokens/s, as a share of a 1024^3
     fp32 matmul roof measured in the same process (by wall time, and per CPU second); and the same for the
     model's main recurrent layer alone (`rnn_kernel_*`): a bare nn.LSTM/GRU forward + backward of the same
-    sizes on one batch of the same shape, unpacked -- the most torch's kernel gives this model -- plus
+    sizes on one batch of the same shape, unpacked -- the most torch's kernel gives this model; as tokens/s,
+    `ratio_nlpseq_vs_rnn_kernel` is the whole training step against that bare kernel (on GPU: cuDNN) -- plus
     that layer's own inference speedup from batch 1 to 64, the ceiling of a predictor's batch-64 speedup
     when the recurrence dominates its time;
   - inference through the public API (`nlpseq.load(ckpt).predict`) from a checkpoint of the model trained
@@ -378,7 +379,12 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
                                 else "lengths"].size(0)
         length = max(1, round(_mean_length(batches)))
         kernel = rnn_kernel(rnn, batch_rows, length, max(repeats, 5), precision)
+        # the same kernel as tokens/s (batch rows x mean real length per step): the nlpseq path against a bare
+        # nn.LSTM/GRU forward + backward of the same shape, everything else in the model counted as overhead
+        kernel_tokens = kernel / (3 * rnn_flops_per_token(rnn))
         result.update(rnn_kernel_flops=kernel, rnn_kernel_share_of_roof=kernel / roof,
+                      rnn_kernel_tokens_per_sec=kernel_tokens,
+                      ratio_nlpseq_vs_rnn_kernel=result["train_tokens_per_sec_nlpseq"] / kernel_tokens,
                       rnn_kernel_batch64_speedup=rnn_batch_speedup(rnn, length, max(repeats, 5)))
     return result, trained
 
@@ -472,7 +478,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs"
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} CPUs{gpu}"
 
 
 def run(overrides: list[str], options: dict) -> dict:
@@ -502,6 +509,7 @@ def run(overrides: list[str], options: dict) -> dict:
         result["inference_checkpoint"] = (str(ckpt) if options["ckpt"] else "untrained" if options["skip_train"]
                                           else f"trained here for {options['steps']} steps")
         predictor = load(ckpt)
+        predictor.to(_device())  # inference where training ran: the GPU when there is one
         if predictor.task != task:
             raise NlpseqError(f"bench.ckpt is a {predictor.task} checkpoint, not {task}")
         result.update(measure_inference(predictor, task, dm.bench_inputs(options["infer_sentences"]), options))

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU benchmark round: nlpseq.bench for the four real-data recipes in fp32 and bf16-mixed, plus a CLI
+# train -> checkpoint -> `python -m nlpseq.predict device=cuda` round trip, on one CUDA machine.
+#   bash tasks/gpu_bench.sh [OUTDIR]        (default: gpu_bench/; results.jsonl + log.txt)
+# Needs the benchmark data at ../shared/data (see the experiment recipes). Each bench run has its own
+# time limit (BENCH_TIMEOUT seconds, default 150) so one slow or failing run does not take the rest down;
+# results.jsonl gets one JSON object per finished run, as soon as it finishes. BENCH_EXTRA adds options to
+# every bench run (a dry run on a CPU: BENCH_EXTRA="bench.steps=8 bench.repeats=1 bench.infer_sentences=64").
+set -u
+out=${1:-gpu_bench}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
+limit=${BENCH_TIMEOUT:-150}
+tmp=$(mktemp -d)
+log="$out/log.txt"
+results="$out/results.jsonl"
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1
+  python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'cudnn', torch.backends.cudnn.version(), 'lightning', pl.__version__, 'gpu', torch.cuda.is_available())"
+} 2>&1 | tee -a "$log"
+
+bench() {  # name, overrides...
+  local name=$1; shift
+  echo "=== $name: python -m nlpseq.bench $*" | tee -a "$log"
+  local t0=$SECONDS
+  if timeout "$limit" python3 -m nlpseq.bench "$@" ${BENCH_EXTRA:-} bench.out="$tmp/$name.json" >>"$log" 2>&1; then
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); r['name']=sys.argv[2]; print(json.dumps(r))" \
+      "$tmp/$name.json" "$name" >>"$results"
+    python3 - "$tmp/$name.json" <<'EOF' | tee -a "$log"
+import json, sys
+r = json.load(open(sys.argv[1]))
+keys = ("train_tokens_per_sec_nlpseq", "train_tokens_per_sec_plain", "ratio_nlpseq_vs_plain", "rnn_kernel_tokens_per_sec",
+        "ratio_nlpseq_vs_rnn_kernel", "share_of_roof", "rnn_kernel_share_of_roof", "padding_share",
+        "infer_sentences_per_sec_b1", "infer_sentences_per_sec_b64", "batch64_speedup",
+        "decode_greedy_sentences_per_sec_b64", "decode_beam5_sentences_per_sec_b64", "sample_tokens_per_sec_b64",
+        "peak_cuda_mb")
+print("   ", ", ".join(f"{k}={r[k]:.4g}" for k in keys if isinstance(r.get(k), (int, float))))
+EOF
+  else
+    echo "   FAILED or timed out (rc $?)" | tee -a "$log"
+    tail -15 "$log"
+  fi
+  echo "   ($((SECONDS - t0)) s)" | tee -a "$log"
+}
+
+bench ner_fp32 experiment=ner_conll2003
+bench sentiment_fp32 experiment=sentiment_sst2
+bench translation_fp32 experiment=translation_multi30k
+bench generation_fp32 experiment=generation_shakespeare
+bench ner_bf16 experiment=ner_conll2003 trainer.precision=bf16-mixed
+bench sentiment_bf16 experiment=sentiment_sst2 trainer.precision=bf16-mixed
+bench translation_bf16 experiment=translation_multi30k trainer.precision=bf16-mixed
+bench generation_bf16 experiment=generation_shakespeare trainer.precision=bf16-mixed
+
+# the CLI on the GPU: train the sample NER model, then predict from its checkpoint on cuda
+echo "=== CLI: train on gpu, predict device=cuda" | tee -a "$log"
+run="$tmp/cli_ner"
+if timeout 120 python3 -m nlpseq task=ner trainer.accelerator=gpu trainer.devices=1 trainer.max_epochs=2 \
+     hydra.run.dir="$run" >>"$log" 2>&1; then
+  ckpt=$(ls "$run"/checkpoints/*.ckpt 2>/dev/null | head -1)
+  printf 'EU rejects German call to boycott British lamb .\nPeter Blackburn lives in Brussels .\n' |
+    timeout 60 python3 -m nlpseq.predict ckpt="$ckpt" device=cuda 2>&1 | tee -a "$log"
+else
+  echo "   CLI training FAILED" | tee -a "$log"; tail -15 "$log"
+fi
+rm -rf "$tmp"
+date -u +%FT%TZ | tee -a "$log"
