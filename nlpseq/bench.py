@@ -16,8 +16,9 @@ In one run on one machine it measures, for the task's configured model and data:
     (translation: source and target) and overall; a stream language model has none;
   - FLOP/s: the model's analytic `train_flops_per_token` (matrix products of the recurrent layers and
     output layers, plus NER's character encoder over the real characters of each batch, `train_flops`;
-    CRF and elementwise work left out) x nlpseq tokens/s, as a share of a 1024^3
-    fp32 matmul roof measured in the same process (by wall time, and per CPU second); and the same for the
+    CRF and elementwise work left out) x nlpseq tokens/s, as a share of a 1024^3 fp32 matmul roof (on a GPU:
+    8192^3, in TF32 as cuDNN's fp32 RNNs run) measured in the same process (by wall time, and per CPU
+    second); and the same for the
     model's main recurrent layer alone (`rnn_kernel_*`): a bare nn.LSTM/GRU forward + backward of the same
     sizes on one batch of the same shape, unpacked -- the most torch's kernel gives this model; as tokens/s,
     `ratio_nlpseq_vs_rnn_kernel` is the whole training step against that bare kernel (on GPU: cuDNN) -- plus
@@ -116,11 +117,26 @@ def autocast(precision: str, device: str | None = None):
     return torch.autocast(device or _device().type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def matmul_roof(n: int = 1024, repeats: int = 10, clock=time.perf_counter, dtype: torch.dtype = torch.float32) -> float:
+def matmul_roof(n: int | None = None, repeats: int = 10, clock=time.perf_counter,
+                dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s of an n x n matrix multiply (fp32, or `dtype`) on this machine, now (the same threads as training),
-    per second of `clock` (wall time, or time.process_time: per CPU second)."""
-    a, b = (torch.randn(n, n, dtype=dtype, device=_device()) for _ in range(2))
-    return 2 * n ** 3 / _median_time(lambda: a @ b, repeats, warmup=3, clock=clock)
+    per second of `clock` (wall time, or time.process_time: per CPU second). n: 1024 on the CPU; 8192 on a GPU,
+    whose peak 1024-sized products do not reach. fp32 on CUDA multiplies in TF32 when cuDNN may
+    (`torch.backends.cudnn.allow_tf32`, on by default): the recurrent kernels then run in TF32 too."""
+    device = _device()
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = previous or _tf32(dtype)
+    try:
+        return 2 * n ** 3 / _median_time(lambda: a @ b, repeats, warmup=3, clock=clock)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _tf32(dtype: torch.dtype) -> bool:
+    """Whether fp32 recurrent kernels run in TF32 here (CUDA, cuDNN allowed to)."""
+    return _device().type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
 
 
 def rnn_flops_per_token(rnn: torch.nn.RNNBase) -> float:
@@ -363,7 +379,8 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
         by_side = sampler.padding_share_by_side()
         if len(by_side) > 1:
             result["padding_share_epoch_by_side"] = dict(zip(("source", "target"), by_side))
-    result.update(precision=precision, matmul_roof_dtype=str(roof_dtype).replace("torch.", ""), matmul_roof_flops=roof,
+    roof_name = "tfloat32" if _tf32(roof_dtype) else str(roof_dtype).replace("torch.", "")
+    result.update(precision=precision, matmul_roof_dtype=roof_name, matmul_roof_flops=roof,
                   matmul_roof_flops_cpu=roof_cpu)
     flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
     if hasattr(model, "train_flops"):  # FLOPs that depend on the batch beyond its token count (NER's characters)

@@ -5,7 +5,8 @@
 # Needs the benchmark data at ../shared/data (see the experiment recipes). Each bench run has its own
 # time limit (BENCH_TIMEOUT seconds, default 150) so one slow or failing run does not take the rest down;
 # results.jsonl gets one JSON object per finished run, as soon as it finishes. BENCH_EXTRA adds options to
-# every bench run (a dry run on a CPU: BENCH_EXTRA="bench.steps=8 bench.repeats=1 bench.infer_sentences=64").
+# every bench run (a dry run on a CPU: BENCH_EXTRA="bench.steps=8 bench.repeats=1 bench.infer_sentences=64");
+# GPU_BENCH_PLAN=FILE runs FILE's lines ("name override ...") instead of the round; GPU_BENCH_CLI=0 skips the CLI.
 set -u
 out=${1:-gpu_bench}
 mkdir -p "$out"
@@ -46,16 +47,23 @@ EOF
   echo "   ($((SECONDS - t0)) s)" | tee -a "$log"
 }
 
-bench ner_fp32 experiment=ner_conll2003
-bench sentiment_fp32 experiment=sentiment_sst2
-bench translation_fp32 experiment=translation_multi30k
-bench generation_fp32 experiment=generation_shakespeare
-bench ner_bf16 experiment=ner_conll2003 trainer.precision=bf16-mixed
-bench sentiment_bf16 experiment=sentiment_sst2 trainer.precision=bf16-mixed
-bench translation_bf16 experiment=translation_multi30k trainer.precision=bf16-mixed
-bench generation_bf16 experiment=generation_shakespeare trainer.precision=bf16-mixed
+if [ -n "${GPU_BENCH_PLAN:-}" ]; then  # a file of lines "name override ...": those runs instead of the round below
+  while read -r name args; do
+    [ -z "$name" ] || [ "${name#\#}" != "$name" ] || bench "$name" $args
+  done <"$GPU_BENCH_PLAN"
+else
+  bench ner_fp32 experiment=ner_conll2003
+  bench sentiment_fp32 experiment=sentiment_sst2
+  bench translation_fp32 experiment=translation_multi30k
+  bench generation_fp32 experiment=generation_shakespeare
+  bench ner_bf16 experiment=ner_conll2003 trainer.precision=bf16-mixed
+  bench sentiment_bf16 experiment=sentiment_sst2 trainer.precision=bf16-mixed
+  bench translation_bf16 experiment=translation_multi30k trainer.precision=bf16-mixed
+  bench generation_bf16 experiment=generation_shakespeare trainer.precision=bf16-mixed
+fi
 
 # the CLI on the GPU: train the sample NER model, then predict from its checkpoint on cuda
+[ "${GPU_BENCH_CLI:-1}" = 1 ] || { rm -rf "$tmp"; exit 0; }
 echo "=== CLI: train on gpu, predict device=cuda" | tee -a "$log"
 run="$tmp/cli_ner"
 if timeout 120 python3 -m nlpseq task=ner trainer.accelerator=gpu trainer.devices=1 trainer.max_epochs=2 \

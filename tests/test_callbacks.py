@@ -31,6 +31,36 @@ def test_nan_guard_names_step_and_last_checkpoint():
         guard.on_before_backward(FakeTrainer(), None, torch.tensor(float("inf")))
 
 
+class _Steps(FakeTrainer):
+    def __init__(self, step):
+        self.global_step = step
+
+
+def test_nan_guard_defers_the_check_on_accelerators(monkeypatch):
+    """On a GPU the flag stays on the device: read every N steps and before a checkpoint, naming the first bad step."""
+    guard = NanGuard()
+    monkeypatch.setattr(guard, "_interval", lambda device: (4, True))  # what a CUDA loss gets, on CPU tensors
+    guard.on_train_start(FakeTrainer(), None)
+    for step, value in enumerate([0.5, 0.4, 0.3, 0.2, 0.1]):  # a clean check at step 3
+        guard.on_before_backward(_Steps(step), None, torch.tensor(value))
+    guard.on_before_backward(_Steps(5), None, torch.tensor(float("inf")))  # first bad step: not read yet
+    guard.on_before_backward(_Steps(6), None, torch.tensor(float("nan")))
+    with pytest.raises(NlpseqError, match=r"loss is inf at step 5 .*before any checkpoint.*last.ckpt \(step 5\)"):
+        guard.on_save_checkpoint(_Steps(6), None, {})  # a checkpoint is about to be written: read the flag first
+    with pytest.raises(NlpseqError, match="at step 5"):
+        guard.on_before_backward(_Steps(7), None, torch.tensor(1.0))  # the regular check at step 7 too
+
+
+def test_nan_guard_auto_is_synchronous_on_cpu_and_deferred_elsewhere():
+    guard = NanGuard()
+    assert guard._interval(torch.device("cpu")) == (1, False)
+    assert guard._interval(torch.device("cuda")) == (NanGuard.AUTO_ACCELERATOR_STEPS, True)
+    assert NanGuard(1)._interval(torch.device("cuda")) == (1, False)
+    assert NanGuard(5)._interval(torch.device("cpu")) == (5, False)
+    with pytest.raises(ConfigError, match="callbacks.nan_guard.check_every_n_steps"):
+        NanGuard(0)
+
+
 def test_batch_tokens_counts_real_tokens():
     assert batch_tokens({"lengths": torch.tensor([3, 5])}) == 8
     assert batch_tokens({"num_tokens": 11, "lengths": torch.tensor([1])}) == 11
