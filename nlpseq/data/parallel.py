@@ -31,6 +31,7 @@ from nlpseq.data import example_store
 from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
+from nlpseq.data.sampler import SideLengths
 from nlpseq.errors import ConfigError, DataError, check_bool, check_float, check_int
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, TextTokenizer, build_tokenizer
 from nlpseq.utils.dist import is_worker_process
@@ -458,7 +459,7 @@ def build_tokenizers(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: di
 def pair_dataset(src: RaggedArray, tgt: RaggedArray, raw: tuple[list[str], list[str]] | None = None) -> EncodedDataset:
     """Batches of (source, target) ids; `raw` (sources, references) adds the strings to each batch."""
     # the sampler buckets on both sides' padded lengths (source, target + <s> or </s>); max_tokens bounds the longer
-    lengths = np.stack([src.lengths, tgt.lengths + 1], axis=1)
+    lengths = SideLengths([src.lengths, tgt.lengths], add=(0, 1))  # no [N, 2] copy of an out-of-core store's lengths
 
     def collate(indices: list[int]) -> dict:
         src_ids, src_lengths = pad_ids([src[i] for i in indices])

@@ -28,16 +28,17 @@ class BucketBatchSampler(Sampler[list[int]]):
         check_int("batch_size", batch_size, minimum=1)
         if max_tokens is not None:
             check_int("max_tokens", max_tokens, minimum=1)
-        # int32 (no copy of an int32 memmap): an index of tens of millions of examples stays a few bytes each
-        lengths = np.asarray(lengths)
-        if lengths.size and int(lengths.max()) > np.iinfo(np.int32).max:
-            raise ValueError("an example longer than 2**31 - 1 tokens")
-        lengths = lengths.astype(np.int32, copy=False)
-        if lengths.ndim not in (1, 2):
-            raise ValueError(f"lengths must be [N] or [N, sides], got shape {lengths.shape}")
-        # [N, sides] for multi-sided examples (bucketing); self.lengths: the longest side, for max_tokens
-        self.side_lengths = lengths if lengths.ndim == 2 else None
-        self._lengths = None if lengths.ndim == 2 else lengths
+        if not isinstance(lengths, SideLengths):
+            # int32 (no copy of an int32 memmap): an index of tens of millions of examples stays a few bytes each
+            lengths = np.asarray(lengths)
+            if lengths.ndim not in (1, 2):
+                raise ValueError(f"lengths must be [N] or [N, sides], got shape {lengths.shape}")
+            lengths = _int32(lengths)
+            if lengths.ndim == 2:
+                lengths = SideLengths([lengths[:, k] for k in range(lengths.shape[1])])
+        # per side for multi-sided examples (bucketing); self.lengths: the longest side, for max_tokens
+        self.side_lengths = lengths if isinstance(lengths, SideLengths) else None
+        self._lengths = None if self.side_lengths is not None else lengths
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.shuffle, self.seed, self.pool_batches, self.drop_last = shuffle, seed, pool_batches, drop_last
         self.num_replicas, self.rank = num_replicas, rank
@@ -51,7 +52,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         """The longest side per example; for multi-sided examples made on first use (max_tokens, evaluation
         order): shuffled training by batch_size never needs the extra 4 bytes per example."""
         if self._lengths is None:
-            self._lengths = self.side_lengths.max(axis=1)
+            self._lengths = self.side_lengths.longest()
         return self._lengths
 
     def set_epoch(self, epoch: int) -> None:
@@ -88,9 +89,10 @@ class BucketBatchSampler(Sampler[list[int]]):
                 continue
             cut = n_batches // 2 * self.batch_size
             best = None
-            for side in range(self.side_lengths.shape[1]):
-                keys = [self.side_lengths[rows, other] for other in range(self.side_lengths.shape[1]) if other != side]
-                ordered = rows[np.lexsort((*keys, self.side_lengths[rows, side]))]
+            sides = self.side_lengths
+            for side in range(sides.num_sides):
+                keys = [sides.column(other, rows) for other in range(sides.num_sides) if other != side]
+                ordered = rows[np.lexsort((*keys, sides.column(side, rows)))]
                 cost = self._padding(ordered[:cut]) + self._padding(ordered[cut:])
                 if best is None or cost < best[0]:
                     best = (cost, ordered[:cut], ordered[cut:])
@@ -157,12 +159,54 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def _padding_counts(self) -> tuple[np.ndarray, np.ndarray]:
         sides = self.side_lengths if self.side_lengths is not None else self.lengths[:, None]
-        real, total = np.zeros(sides.shape[1], dtype=np.int64), np.zeros(sides.shape[1], dtype=np.int64)
+        k = sides.num_sides if isinstance(sides, SideLengths) else 1
+        real, total = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
         for b in self.all_batches():
             lens = sides[b].astype(np.int64)
             real += lens.sum(axis=0)
             total += lens.max(axis=0) * len(b)
         return real, total
+
+
+def _int32(lengths: np.ndarray) -> np.ndarray:
+    if lengths.size and int(lengths.max()) > np.iinfo(np.int32).max:
+        raise ValueError("an example longer than 2**31 - 1 tokens")
+    return lengths.astype(np.int32, copy=False)
+
+
+class SideLengths:
+    """Per-side lengths of multi-sided examples (a source and a target) without stacking them: each side is
+    its own 1-D array (an int32 memmap stays a memmap) plus a constant (the target's <s> or </s>), so an
+    out-of-core corpus costs no [N, sides] copy. Indexing with rows gives the [rows, sides] block."""
+
+    def __init__(self, sides: Sequence[np.ndarray], add: Sequence[int] | None = None):
+        self.sides = [_int32(np.asarray(a)) for a in sides]
+        self.add = [int(x) for x in (add or [0] * len(self.sides))]
+        if len({len(a) for a in self.sides}) > 1 or len(self.add) != len(self.sides):
+            raise ValueError("every side needs one length per example (and one constant)")
+
+    @property
+    def num_sides(self) -> int:
+        return len(self.sides)
+
+    def __len__(self) -> int:
+        return len(self.sides[0])
+
+    def column(self, side: int, rows) -> np.ndarray:
+        return self.sides[side][rows] + np.int32(self.add[side])
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.stack([self.column(k, rows) for k in range(self.num_sides)], axis=1)
+
+    def longest(self) -> np.ndarray:
+        """The longest side of each example, [N] int32."""
+        out = self.column(0, slice(None)).astype(np.int32, copy=True)
+        for k in range(1, self.num_sides):
+            np.maximum(out, self.column(k, slice(None)), out=out)
+        return out
+
+    def tolist(self) -> list[list[int]]:
+        return self[:].tolist()
 
 
 class Batches:

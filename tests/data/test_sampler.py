@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 
 from nlpseq.data.sampler import BucketBatchSampler
@@ -159,3 +160,25 @@ def test_epoch_equals_the_plain_reference_and_is_held_compactly():
     batches = s.all_batches()  # one int32 index array and two int64 bounds per batch, no object per batch
     assert batches.flat.dtype == np.int32 and batches.flat.size == lengths.size and batches.bounds.shape == (len(s), 2)
     assert sorted(batches.flat.tolist()) == list(range(lengths.size))
+
+
+def test_side_lengths_give_the_stacked_batches_without_a_copy(tmp_path):
+    """Per-side arrays (memmaps stay memmaps) plus a constant batch exactly as the stacked [N, 2] array."""
+    from nlpseq.data.sampler import SideLengths
+
+    rng = np.random.default_rng(3)
+    src = rng.integers(1, 60, 5000).astype(np.int32)
+    tgt = rng.integers(1, 60, 5000).astype(np.int32)
+    src.tofile(tmp_path / "src")
+    mapped = np.memmap(tmp_path / "src", dtype=np.int32, mode="r")
+    sides = SideLengths([mapped, tgt], add=(0, 1))
+    stacked = np.stack([src, tgt + 1], axis=1)
+    for kwargs in ({"batch_size": 64, "pool_batches": 20}, {"batch_size": 500, "max_tokens": 900},
+                   {"batch_size": 64, "shuffle": False}, {"batch_size": 64, "num_replicas": 2, "rank": 1}):
+        a, b = BucketBatchSampler(sides, seed=1, **kwargs), BucketBatchSampler(stacked, seed=1, **kwargs)
+        assert list(a) == list(b), kwargs
+        assert a.padding_share_by_side() == b.padding_share_by_side()
+    assert np.shares_memory(sides.sides[0], mapped) and np.array_equal(sides.longest(), stacked.max(axis=1))
+    assert np.array_equal(sides[[3, 1]], stacked[[3, 1]])
+    with pytest.raises(ValueError, match="one length per example"):
+        SideLengths([src, tgt[:10]])
