@@ -511,6 +511,8 @@ def run(overrides: list[str], options: dict) -> dict:
     result = {"task": task, "overrides": overrides, "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
               "device": "cuda" if torch.cuda.is_available() else "cpu",
+              **({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if torch.cuda.is_available()
+                 else {}),
               "command": " ".join(["python -m nlpseq.bench", *sys.argv[1:]]) if sys.argv[1:] else None,
               "options": options}
     with tempfile.TemporaryDirectory() as tmp:
