@@ -35,7 +35,7 @@ from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert, conv
                                iter_tagged, load_hub_tagged, read_tagged)
 from nlpseq.data.files import resolve
 from nlpseq.errors import ConfigError, DataError, check_bool, check_choice, check_float, check_int
-from nlpseq.metrics.schemes import PREFIXES, SCHEMES, split_tag
+from nlpseq.metrics.schemes import PREFIXES, SCHEMES, canonical_scheme, split_tag
 from nlpseq.metrics.spans import conll_chunks
 from nlpseq.text.tokenizer import PAD_ID, SPECIALS, UNK, UNK_ID, TextTokenizer, build_tokenizer
 from nlpseq.utils.dist import is_worker_process
@@ -416,8 +416,9 @@ class TaggingDataModule(TextDataModule):
                        "separator": check_choice("data.separator", separator, SEPARATORS),
                        "docstart": check_bool("data.docstart", docstart),
                        "tokens_key": tokens_key, "tags_key": tags_key}
-        self.scheme = check_choice("data.scheme", scheme, INPUT_SCHEMES)
-        self.train_scheme = check_choice("data.train_scheme", train_scheme, SCHEMES)
+        # case-insensitive (iob2 = IOB2); stored in the canonical spelling
+        self.scheme = check_choice("data.scheme", canonical_scheme(scheme), INPUT_SCHEMES)
+        self.train_scheme = check_choice("data.train_scheme", canonical_scheme(train_scheme), SCHEMES)
         self.hub = dict(hub or {})
         known = {"name", "subset", "splits", "tokens_column", "tags_column"}
         if set(self.hub) - known:
@@ -434,7 +435,7 @@ class TaggingDataModule(TextDataModule):
         self.raw: dict = {}
         self.vocab: dict | None = None
         self.featurizer: TaggingFeaturizer | None = None
-        self.data_scheme = None if scheme == "auto" else scheme
+        self.data_scheme = None if self.scheme == "auto" else self.scheme
 
     # ---- reading
     def _where(self, split: str) -> str:

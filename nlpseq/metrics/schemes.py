@@ -84,3 +84,12 @@ def from_spans(spans: Sequence[Span], length: int, scheme: str) -> list[str]:
 def convert(tags: Sequence[str], src_scheme: str, dst_scheme: str) -> list[str]:
     """Re-tag `tags` from one scheme to another; exact (and reversible) for well-formed input."""
     return from_spans(to_spans(tags, src_scheme), len(tags), dst_scheme)
+
+
+def canonical_scheme(value):
+    """A tag scheme as a user wrote it (any case: iob2, Bioes) -> its canonical spelling; "auto" stays lower-case
+    and anything else is returned as is, for the caller's check to name."""
+    if isinstance(value, str):
+        return "auto" if value.lower() == "auto" else value.upper()
+    return value
+

@@ -28,7 +28,7 @@ import torch
 from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split_columns
 from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
 from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
-from nlpseq.metrics.schemes import SCHEMES, convert, from_spans
+from nlpseq.metrics.schemes import SCHEMES, canonical_scheme, convert, from_spans
 from nlpseq.predictors.base import Predictor, _chunks, batches_by_length, check_unicode, json_line
 
 FILE_FORMATS = ("auto", "text", "conll")
@@ -141,7 +141,7 @@ class NerPredictor(Predictor):
         pretokenized=True, a single list of tokens). Accepts a string, a list of strings (raw text), or a
         list of token lists. Tags come in `scheme` (default: the scheme of the training data)."""
         check_int("batch_size", batch_size, minimum=1)
-        scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
+        scheme = check_choice("scheme", canonical_scheme(scheme or self.model.data_scheme), SCHEMES)
         items, single = self._inputs(texts, pretokenized)
         tagged = self._tag([tokens for _, tokens, _ in items], batch_size)
         labels, train_scheme, reader = self.model.labels, self.model.scheme, self._span_reader()
@@ -160,7 +160,7 @@ class NerPredictor(Predictor):
     def nbest(self, tokens: Sequence[str] | str, n: int = 3, scheme: str | None = None) -> list[tuple[list[str], float]]:
         """The n most probable taggings of one sentence (raw text or tokens): [(tags, probability)], best first."""
         check_int("n", n, minimum=1)
-        scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
+        scheme = check_choice("scheme", canonical_scheme(scheme or self.model.data_scheme), SCHEMES)
         if not isinstance(tokens, str):
             try:
                 tokens = [list(tokens)]  # one sentence as its tokens
@@ -200,7 +200,7 @@ class NerPredictor(Predictor):
         sentences written."""
         check_int("batch_size", batch_size, minimum=1)
         check_choice("format", format, FILE_FORMATS)
-        scheme = check_choice("scheme", scheme or self.model.data_scheme, SCHEMES)
+        scheme = check_choice("scheme", canonical_scheme(scheme or self.model.data_scheme), SCHEMES)
         separator = check_choice("separator", separator or self.model.reader.get("separator", "auto"), SEPARATORS)
         token_column = check_int("token_column", self.model.reader.get("token_column", 0)
                                  if token_column is None else token_column)

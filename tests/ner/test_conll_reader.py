@@ -125,6 +125,13 @@ def test_iob1_is_converted_to_the_training_scheme_on_read(tmp_path):
     assert dm2.raw["train"]["tags"][0] == ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]
 
 
+def test_scheme_names_are_case_insensitive(tmp_path):
+    dm = _dm(tmp_path, TRAIN, dev=TRAIN, scheme="iob1", train_scheme="bioes")
+    inputs = dm.model_inputs()
+    assert inputs["scheme"] == "BIOES" and inputs["data_scheme"] == "IOB1"
+    assert dm.raw["train"]["tags"][0] == ["B-PER", "E-PER", "S-PER", "O", "S-LOC"]
+
+
 def test_ill_formed_gold_becomes_well_formed_as_conlleval_reads_it(tmp_path):
     dm = _dm(tmp_path, "a O\nb I-PER\nc I-LOC\n", dev="a O\n", scheme="IOB2")
     assert dm.raw["train"]["tags"][0] == ["O", "S-PER", "S-LOC"]

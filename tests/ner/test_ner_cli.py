@@ -55,6 +55,7 @@ def test_load_and_predict_raw_and_pretokenized_text(run):
     assert p.predict([["Boris", "Tolman"], []])[1].tags == []
     # batch composition may change the last float digit of a confidence, never the spans
     alone = p.predict(texts[2], scheme="BIOES").entities
+    assert p.predict(texts[2], scheme="bioes").tags == p.predict(texts[2], scheme="BIOES").tags  # any case
     assert [(e.type, e.start, e.end) for e in alone] == [(e.type, e.start, e.end) for e in preds[2].entities]
     assert [e.confidence for e in alone] == pytest.approx([e.confidence for e in preds[2].entities], abs=1e-4)
     # a sentence far longer than any in training is tagged normally, one tag per token
