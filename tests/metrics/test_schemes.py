@@ -130,3 +130,16 @@ def test_every_short_sequence_converts_consistently():
             spans = to_spans(tags, "BIOES")
             for dst in SCHEMES:
                 assert to_spans(convert(tags, "BIOES", dst), dst) == spans
+
+
+def test_validation_cache_never_lets_a_bad_tag_through():
+    """Tags found valid are remembered per scheme; a new or invalid tag is still checked and named."""
+    validate_tags(["O", "B-PER", "I-PER"], "IOB2")
+    validate_tags(["O", "B-PER", "I-PER"], "IOB2")  # from the cache
+    with pytest.raises(DataError, match="'S-PER' is not valid in the IOB2 scheme"):
+        validate_tags(["B-PER", "S-PER"], "IOB2")  # valid in BIOES, not in IOB2
+    validate_tags(["S-PER"], "BIOES")
+    with pytest.raises(DataError, match="'S-PER' is not valid in the IOB2 scheme"):
+        validate_tags(["S-PER"], "IOB2")  # BIOES's cache does not leak into IOB2
+    with pytest.raises(DataError, match="not a string"):
+        validate_tags(["O", ["B-PER"]], "IOB2")  # unhashable: the slow path names it
