@@ -10,18 +10,13 @@
 set -u
 out=${1:-gpu_bench}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
+source "$(dirname "$0")/gpu_lib.sh"
 limit=${BENCH_TIMEOUT:-150}
 tmp=$(mktemp -d)
 log="$out/log.txt"
 results="$out/results.jsonl"
 
-{
-  date -u +%FT%TZ
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1
-  python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-'cudnn', torch.backends.cudnn.version(), 'lightning', pl.__version__, 'gpu', torch.cuda.is_available())"
-} 2>&1 | tee -a "$log"
+gpu_header "$log"
 
 bench() {  # name, overrides...
   local name=$1; shift
@@ -48,9 +43,7 @@ EOF
 }
 
 if [ -n "${GPU_BENCH_PLAN:-}" ]; then  # a file of lines "name override ...": those runs instead of the round below
-  while read -r name args; do
-    [ -z "$name" ] || [ "${name#\#}" != "$name" ] || bench "$name" $args
-  done <"$GPU_BENCH_PLAN"
+  run_plan bench "$GPU_BENCH_PLAN"
 else
   bench ner_fp32 experiment=ner_conll2003
   bench sentiment_fp32 experiment=sentiment_sst2

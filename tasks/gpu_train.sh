@@ -10,16 +10,12 @@
 set -u
 out=${1:-gpu_train}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
+source "$(dirname "$0")/gpu_lib.sh"
 limit=${TRAIN_TIMEOUT:-420}
 tmp=$(mktemp -d)
 log="$out/log.txt"
 
-{
-  date -u +%FT%TZ
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available())"
-} 2>&1 | tee -a "$log"
+gpu_header "$log"
 
 train() {  # name, overrides...
   local name=$1; shift
@@ -43,9 +39,7 @@ EOF
 }
 
 if [ -n "${GPU_TRAIN_PLAN:-}" ]; then
-  while read -r name args; do
-    [ -z "$name" ] || [ "${name#\#}" != "$name" ] || train "$name" $args
-  done <"$GPU_TRAIN_PLAN"
+  run_plan train "$GPU_TRAIN_PLAN"
 else
   train generation experiment=generation_shakespeare
   train ner experiment=ner_conll2003

@@ -20,7 +20,7 @@ import datasets
 
 from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
 from nlpseq.errors import DataError, check_choice
-from nlpseq.metrics.schemes import SCHEMES, all_known_valid, convert, remember_valid, split_tag, tag_error
+from nlpseq.metrics.schemes import SCHEMES, convert, first_invalid, split_tag
 
 SEPARATORS = ("auto", "space", "tab")
 FORMATS = ("auto", "conll", "jsonl")
@@ -94,14 +94,9 @@ def iter_column_sentences(lines, path, token_column: int = 0, tag_column: int | 
 
 
 def _check_tags(tags: Sequence[Any], scheme: str, path, line_of) -> None:
-    check = "BIOES" if scheme == "auto" else scheme
-    if all_known_valid(tags, check):  # the usual case after the first sentences: one set operation
-        return
-    for i, tag in enumerate(tags):
-        problem = tag_error(tag, check)
-        if problem is not None:
-            raise DataError(problem, path, line_of(i))
-    remember_valid(tags, check)
+    bad = first_invalid(tags, "BIOES" if scheme == "auto" else scheme)
+    if bad is not None:
+        raise DataError(bad[1], path, line_of(bad[0]))
 
 
 def read_conll(path, token_column: int = 0, tag_column: int = -1, separator: str = "auto",

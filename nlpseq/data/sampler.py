@@ -158,9 +158,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         return [1.0 - float(r) / max(float(t), 1.0) for r, t in zip(real, total)]
 
     def _padding_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        sides = self.side_lengths if self.side_lengths is not None else self.lengths[:, None]
-        k = sides.num_sides if isinstance(sides, SideLengths) else 1
-        real, total = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
+        sides = self.side_lengths if self.side_lengths is not None else SideLengths([self.lengths])
+        real, total = np.zeros(sides.num_sides, dtype=np.int64), np.zeros(sides.num_sides, dtype=np.int64)
         for b in self.all_batches():
             lens = sides[b].astype(np.int64)
             real += lens.sum(axis=0)
@@ -200,13 +199,10 @@ class SideLengths:
 
     def longest(self) -> np.ndarray:
         """The longest side of each example, [N] int32."""
-        out = self.column(0, slice(None)).astype(np.int32, copy=True)
+        out = self.column(0, slice(None))  # a new array (the constant is added): safe to write into
         for k in range(1, self.num_sides):
             np.maximum(out, self.column(k, slice(None)), out=out)
         return out
-
-    def tolist(self) -> list[list[int]]:
-        return self[:].tolist()
 
 
 class Batches:

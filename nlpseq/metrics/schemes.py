@@ -43,37 +43,31 @@ _VALID: dict[str, set[str]] = {}
 _VALID_MAX = 100_000
 
 
-def all_known_valid(tags: Sequence[Any], scheme: str) -> bool:
-    """Whether every tag of `tags` was already found valid in `scheme` (one set operation); False means
-    "check them", not "invalid"."""
-    try:
-        return _VALID.setdefault(scheme, set()).issuperset(tags)
-    except TypeError:  # an unhashable tag (a list from JSON): the slow check names it
-        return False
-
-
-def remember_valid(tags: Sequence[Any], scheme: str) -> None:
-    """Record tags that passed the check (string tags only; the cache is bounded)."""
+def first_invalid(tags: Sequence[Any], scheme: str) -> tuple[int, str] | None:
+    """(index, why) of the first tag of `tags` that `scheme` does not allow, or None. Tags found valid are
+    remembered, so a sentence of known tags costs one set operation."""
     valid = _VALID.setdefault(scheme, set())
-    if len(valid) < _VALID_MAX:
-        valid.update(t for t in tags if isinstance(t, str))
+    try:
+        if valid.issuperset(tags):
+            return None
+    except TypeError:  # an unhashable tag (a list from JSON): the check below names it
+        pass
+    for i, tag in enumerate(tags):
+        problem = tag_error(tag, scheme)
+        if problem is not None:
+            return i, problem
+    if len(valid) < _VALID_MAX:  # bounded: a file of endless distinct types cannot grow it without limit
+        valid.update(tags)
+    return None
 
 
 def validate_tags(tags: Sequence[str], scheme: str, path: Any = None, line: int | None = None) -> None:
     """Raise DataError naming the first tag of `tags` that `scheme` does not allow (prefixes only:
     ill-formed transitions such as "O I-PER" are accepted and read the way conlleval reads them)."""
     check_choice("scheme", scheme, SCHEMES)
-    if all_known_valid(tags, scheme):
-        return
-    _check_each(tags, scheme, path, line)
-    remember_valid(tags, scheme)
-
-
-def _check_each(tags: Sequence[Any], scheme: str, path: Any, line: int | None) -> None:
-    for i, tag in enumerate(tags):
-        problem = tag_error(tag, scheme)
-        if problem is not None:
-            raise DataError(f"{problem} at token {i + 1}", path=path, line=line)
+    bad = first_invalid(tags, scheme)
+    if bad is not None:
+        raise DataError(f"{bad[1]} at token {bad[0] + 1}", path=path, line=line)
 
 
 def to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
