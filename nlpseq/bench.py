@@ -49,6 +49,15 @@ Options (bench.KEY=VALUE):
   skip_train       1: inference timings only (needs nothing trained; default 0)
   callbacks        train (default): the nlpseq path runs the training callbacks and loggers as above;
                    none: a bare Trainer (Lightning's loop and the LightningModule only)
+
+Corpora larger than memory (nlpseq.bench_corpus; a mode of its own: the measurements above are not run):
+  large_corpus     sizes in GB, e.g. 0.25,1,4: for each, a generated training corpus of that size in the task's
+                   format, trained on out of core for `steps` batches in a subprocess whose peak resident and
+                   anonymous memory are watched; the JSON's `anon_growth` says how flat memory stays
+  in_memory        sizes in GB trained the same way with data.out_of_core=false, for comparison (keep them small)
+  corpus_dir       where corpora and run directories go (default: the system's temporary directory)
+  keep             1: keep the corpora and run directories (default 0: each is deleted after its run)
+Config overrides given with them (e.g. model sizes, data.tokenizer=bpe) go to each training run.
 """
 from __future__ import annotations
 
@@ -72,8 +81,9 @@ from nlpseq.errors import NlpseqError
 from nlpseq.models.base import autocast_dtype, build_optimizer
 
 DEFAULTS = {"steps": 60, "repeats": 3, "warmup": 5, "infer_sentences": 512, "gen_tokens": 100, "ckpt": "",
-            "out": "bench.json", "skip_train": 0, "callbacks": "train"}
-TEXT_OPTIONS = ("ckpt", "out", "callbacks")
+            "out": "bench.json", "skip_train": 0, "callbacks": "train",
+            "large_corpus": "", "in_memory": "", "corpus_dir": "", "keep": 0}
+TEXT_OPTIONS = ("ckpt", "out", "callbacks", "large_corpus", "in_memory", "corpus_dir")
 
 
 def compose(overrides: list[str]):
@@ -538,6 +548,28 @@ def run(overrides: list[str], options: dict) -> dict:
     return result
 
 
+def run_large_corpus(overrides: list[str], options: dict) -> dict:
+    """The large-corpus mode (nlpseq.bench_corpus): the config is composed first, so a bad override stops
+    before gigabytes are written."""
+    from nlpseq import bench_corpus
+
+    sizes = bench_corpus.parse_sizes("large_corpus", options["large_corpus"]) if options["large_corpus"] else []
+    in_memory = bench_corpus.parse_sizes("in_memory", options["in_memory"]) if options["in_memory"] else []
+    task = compose(overrides).task_name
+    steps = options["steps"]
+    if steps < 1:
+        raise NlpseqError(f"bench.steps must be at least 1, got {steps}")
+    result = {"task": task, "overrides": overrides, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "machine": machine(), "torch": torch.__version__,
+              "command": " ".join(["python -m nlpseq.bench", *sys.argv[1:]]) if sys.argv[1:] else None,
+              "options": options}
+    user = [o for o in overrides if not o.startswith("task=")]  # task= is set by each run itself
+    result["large_corpus"] = bench_corpus.measure(task, user, sizes, in_memory, steps,
+                                                  options["corpus_dir"] or tempfile.gettempdir(),
+                                                  bool(options["keep"]))
+    return result
+
+
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -586,8 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             overrides.append(arg)
     warnings.filterwarnings("ignore")
+    large = bool(options["large_corpus"] or options["in_memory"])
     try:
-        result = run(overrides, options)
+        result = run_large_corpus(overrides, options) if large else run(overrides, options)
     except NlpseqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -597,7 +630,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     Path(options["out"]).write_text(json.dumps(result, indent=2))
-    print_table(result)
+    if large:
+        from nlpseq.bench_corpus import markdown_table
+
+        print(f"\nnlpseq.bench: {result['task']}, corpora larger than memory\n")
+        print(markdown_table(result["large_corpus"]))
+    else:
+        print_table(result)
     print(f"written to {options['out']}")
     return 0
 

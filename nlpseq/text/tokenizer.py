@@ -120,10 +120,31 @@ class TextTokenizer:
                 counts.update(words)
         else:
             _count_words(texts, norm, pre, kind, counts)
+        return cls._from_counts(counts, kind, vocab_size, min_frequency, norm, pre)
+
+    @classmethod
+    def from_word_counts(cls, counts: Counter[str], vocab_size: int = 30000, min_frequency: int = 1,
+                         lowercase: bool = False, split: str = "regex") -> "TextTokenizer":
+        """A word vocabulary from pre-split words and their counts: the same tokenizer as `train(kind="word",
+        pretokenized=True)` on texts with these word counts, at the cost of one normalisation per distinct
+        word instead of one per word of the corpus."""
+        check_int("vocab_size", vocab_size, minimum=len(SPECIALS) + 1)
+        check_int("min_frequency", min_frequency, minimum=1)
+        check_bool("lowercase", lowercase)
+        check_choice("split", split, SPLITS)
+        norm = _normalizer(lowercase)
+        normalized: Counter[str] = Counter()
+        for word, n in counts.items():
+            normalized[norm.normalize_str(word)] += n
+        return cls._from_counts(normalized, "word", vocab_size, min_frequency, norm, _pre_tokenizer("word", split))
+
+    @classmethod
+    def _from_counts(cls, counts: Counter[str], kind: str, vocab_size: int, min_frequency: int,
+                     norm, pre) -> "TextTokenizer":
+        """The word or character vocabulary of normalised token counts, ids sorted by (-count, token)."""
         for special in SPECIALS:
             counts.pop(special, None)
-        ranked = sorted((c, w) for w, c in counts.items() if c >= min_frequency)
-        ranked.sort(key=lambda cw: (-cw[0], cw[1]))
+        ranked = sorted(((c, w) for w, c in counts.items() if c >= min_frequency), key=lambda cw: (-cw[0], cw[1]))
         vocab = {tok: i for i, tok in enumerate(SPECIALS)}
         for _, w in ranked[: vocab_size - len(SPECIALS)]:
             vocab[w] = len(vocab)

@@ -54,3 +54,18 @@ def test_vocabulary_is_identical_across_processes(kind):
     outs = {subprocess.run([sys.executable, "-c", SCRIPT.replace("{kind}", kind)], capture_output=True, text=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}, check=True).stdout for seed in (1, 2, 3)}
     assert len(outs) == 1
+
+
+@pytest.mark.parametrize("lowercase,min_frequency,vocab_size", [(False, 1, 30000), (True, 2, 30000), (False, 1, 9)])
+def test_word_vocabulary_from_counts_is_the_trained_one(lowercase, min_frequency, vocab_size):
+    # the NER datamodule counts distinct words in one pass and builds the vocabulary from the counts
+    from collections import Counter
+
+    sentences = [["The", "cat", "sat", "on", "the", "mat"], ["THE", "Cat", "ran"], ["Ünïcode", "cat", "the"],
+                 ["mat", "mat", "sat"]]
+    trained = TextTokenizer.train(sentences, kind="word", pretokenized=True, lowercase=lowercase,
+                                  min_frequency=min_frequency, vocab_size=vocab_size)
+    counted = TextTokenizer.from_word_counts(Counter(w for s in sentences for w in s), lowercase=lowercase,
+                                             min_frequency=min_frequency, vocab_size=vocab_size)
+    assert counted.to_json() == trained.to_json()
+    assert len(trained.hf.get_vocab()) > 4
