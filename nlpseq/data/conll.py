@@ -64,8 +64,9 @@ def iter_column_sentences(lines, path, token_column: int = 0, tag_column: int | 
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
+    auto = separator == "auto"
     for lineno, line in lines:
-        cells = split_columns(line, separator) if line.strip() else []
+        cells = line.split() if auto else split_columns(line, separator) if line.strip() else []
         if not cells or (docstart and cells[0] == DOCSTART):
             if tokens:
                 yield start, tokens, tags if tag_column is not None else None

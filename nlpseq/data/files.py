@@ -66,15 +66,25 @@ def read_lines(path, allow_empty: bool = False) -> Iterator[tuple[int, str]]:
     try:
         with (gzip.open if gz else open)(p, "rb") as f:
             for lineno, raw in enumerate(f, 1):
-                empty = False
+                if lineno == 1:
+                    empty = False
+                    try:
+                        line = decode_line(raw, path, lineno)
+                    except DataError:
+                        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                            raise DataError("the file is UTF-16 (it starts with a UTF-16 byte order mark); "
+                                            "save it as UTF-8", path) from None
+                        raise
+                    yield lineno, line
+                    continue
+                # decode_line inlined: this loop runs once per line of every corpus
                 try:
-                    line = decode_line(raw, path, lineno)
-                except DataError:
-                    if lineno == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-                        raise DataError("the file is UTF-16 (it starts with a UTF-16 byte order mark); "
-                                        "save it as UTF-8", path) from None
-                    raise
-                yield lineno, line
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = decode_line(raw, path, lineno)  # raises with the column
+                if "\x00" in line:
+                    decode_line(raw, path, lineno)  # raises
+                yield lineno, line.rstrip("\r\n")
     except (EOFError, zlib.error, OSError) as e:
         raise read_error(e, path, lineno + 1 if lineno else None) from None
     if empty and not allow_empty:
