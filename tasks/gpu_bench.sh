@@ -6,7 +6,9 @@
 # time limit (BENCH_TIMEOUT seconds, default 150) so one slow or failing run does not take the rest down;
 # results.jsonl gets one JSON object per finished run, as soon as it finishes. BENCH_EXTRA adds options to
 # every bench run (a dry run on a CPU: BENCH_EXTRA="bench.steps=8 bench.repeats=1 bench.infer_sentences=64");
-# GPU_BENCH_PLAN=FILE runs FILE's lines ("name override ...") instead of the round; GPU_BENCH_CLI=0 skips the CLI.
+# GPU_BENCH_PLAN=FILE runs FILE's lines ("name override ...") instead of the round; GPU_BENCH_CLI=0 skips the CLI
+# and what follows it: with two or more GPUs, the NER recipe trained for one epoch on 1 and on 2 GPUs (DDP;
+# GPU_BENCH_DDP=0 skips it, DDP_TIMEOUT seconds each, default 240).
 set -u
 out=${1:-gpu_bench}
 mkdir -p "$out"
@@ -66,6 +68,29 @@ if timeout 120 python3 -m nlpseq task=ner trainer.accelerator=gpu trainer.device
     timeout 60 python3 -m nlpseq.predict ckpt="$ckpt" device=cuda 2>&1 | tee -a "$log"
 else
   echo "   CLI training FAILED" | tee -a "$log"; tail -15 "$log"
+fi
+
+# a real multi-device run when the machine has more than one GPU: the same training on 1 and on 2 GPUs (DDP)
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${gpus:-0}" -ge 2 ] && [ "${GPU_BENCH_DDP:-1}" = 1 ]; then
+  for n in 1 2; do
+    echo "=== DDP: ner_conll2003 on $n GPU(s), 1 epoch" | tee -a "$log"
+    ddp="$tmp/ddp_$n"
+    if timeout "${DDP_TIMEOUT:-240}" python3 -m nlpseq experiment=ner_conll2003 trainer.accelerator=gpu \
+         trainer.devices=$n trainer.strategy=$([ $n = 1 ] && echo auto || echo ddp) trainer.max_epochs=1 test=false \
+         hydra.run.dir="$ddp" >>"$log" 2>&1; then
+      python3 - "$ddp/logs/metrics.csv" "$n" <<'EOF' | tee -a "$log"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+tps = [float(r["train/tokens_per_sec"]) for r in rows if r.get("train/tokens_per_sec")]
+f1 = [float(r["val/f1"]) for r in rows if r.get("val/f1")]
+print(f"    {sys.argv[2]} GPU(s): train tokens/s {tps[-1]:,.0f}" if tps else "    no throughput logged",
+      f"val F1 {f1[-1]:.4f}" if f1 else "")
+EOF
+    else
+      echo "   DDP run on $n GPU(s) FAILED" | tee -a "$log"; tail -15 "$log"
+    fi
+  done
 fi
 rm -rf "$tmp"
 date -u +%FT%TZ | tee -a "$log"
