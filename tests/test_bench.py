@@ -29,6 +29,8 @@ def test_bench_measures_every_task_and_writes_json(tmp_path, capsys, task):
     for key in COMMON + EXTRA[task]:
         assert isinstance(r[key], (int, float)) and r[key] >= 0, key
     assert r["train_tokens_per_sec_nlpseq"] > 0 and r["train_tokens_per_sec_plain"] > 0
+    assert r["train_step_ms_plain"] > 0 and r["train_step_ms_nlpseq"] > 0
+    assert r["overhead_ms_per_step"] == pytest.approx(r["train_step_ms_nlpseq"] - r["train_step_ms_plain"])
     assert 0 <= r["padding_share"] < 0.5
     if task == "generation":
         assert r["padding_share"] == 0.0  # stream windows
@@ -53,6 +55,8 @@ def test_bench_mixed_precision_autocasts_both_paths(tmp_path, monkeypatch):
     r = json.loads(out.read_text())
     assert r["precision"] == "bf16-mixed" and r["matmul_roof_dtype"] == "bfloat16"
     assert r["train_tokens_per_sec_nlpseq"] > 0 and r["train_tokens_per_sec_plain"] > 0
+    assert r["train_step_ms_plain"] > 0 and r["train_step_ms_nlpseq"] > 0
+    assert r["overhead_ms_per_step"] == pytest.approx(r["train_step_ms_nlpseq"] - r["train_step_ms_plain"])
     assert seen and set(seen) == {torch.bfloat16}  # plain-loop steps and the bare kernel, all under bf16
 
 
