@@ -23,6 +23,9 @@ from nlpseq.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+HUB_NOT_STREAMED = ("streams local training files; a hub dataset (data.hub.name) is read by `datasets`: "
+                    "set data.out_of_core=false")
+
 
 class RaggedArray:
     """Variable-length integer sequences stored as one flat array plus offsets (compact, fast to slice)."""
@@ -133,6 +136,25 @@ class TextDataModule(pl.LightningDataModule):
         self.bucket_pool, self.seed = check_int("data.bucket_pool", bucket_pool, minimum=1), seed
         self.splits: dict[str, EncodedDataset] = {}
         self._train_sampler: BucketBatchSampler | None = None
+
+    # ---- options every file-reading datamodule shares
+    def _set_hub(self, hub: dict | None, extra: tuple[str, ...] = ()) -> None:
+        """`data.hub` (name, subset, splits and the subclass's `extra` keys); an unknown key stops here."""
+        self.hub = dict(hub or {})
+        known = {"name", "subset", "splits", *extra}
+        if set(self.hub) - known:
+            raise ConfigError("data.hub", f"unknown option(s) {sorted(set(self.hub) - known)}; expected {sorted(known)}")
+
+    def _set_out_of_core(self, out_of_core: str | bool, streamable: bool, needs: str) -> None:
+        """`data.out_of_core` (auto | true | false); true stops here when the data cannot be streamed (`needs`
+        says what it takes)."""
+        if out_of_core not in (True, False, "auto"):
+            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
+        if out_of_core is True and not streamable:
+            raise ConfigError("data.out_of_core", needs)
+        self.out_of_core = out_of_core
+        self.cache_dir: Path | None = None
+        self._heldout = None  # out of core without a validation split: which training examples are held out
 
     # ---- vocabulary: built once per run directory
     def prepare(self, run_dir: str | Path | None = None) -> None:

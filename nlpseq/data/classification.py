@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nlpseq.data import example_store
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
+from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.files import resolve
 from nlpseq.data.tables import iter_table, load_hub_table, load_table, to_dataset
@@ -43,19 +43,9 @@ class ClassificationDataModule(TextDataModule):
                  num_workers: int = 0, bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
         self.paths = {"train": train, "validation": validation, "test": test}
-        if out_of_core not in (True, False, "auto"):
-            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
-        if out_of_core is True and (hub or {}).get("name"):
-            raise ConfigError("data.out_of_core", "streams local training files; a hub dataset (data.hub.name) is "
-                                                  "read by `datasets`: set data.out_of_core=false")
-        self.out_of_core = out_of_core
-        self.cache_dir: Path | None = None
-        self._heldout = None  # out of core without a validation file: which training rows are held out
+        self._set_hub(hub)
+        self._set_out_of_core(out_of_core, not self.hub.get("name"), HUB_NOT_STREAMED)
         self.format, self.text_column, self.label_column = format, text_column, label_column
-        self.hub = dict(hub or {})
-        unknown = set(self.hub) - {"name", "subset", "splits"}
-        if unknown:
-            raise ConfigError("data.hub", f"unknown option(s) {sorted(unknown)}; expected name, subset, splits")
         self.tokenizer_cfg = dict(tokenizer or {"kind": "word"})
         self.max_length = max_length
         self.val_fraction = check_float("data.val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)

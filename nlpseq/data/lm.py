@@ -267,21 +267,14 @@ class LanguageModelDataModule(TextDataModule):
             if abs(sum(split_fractions) - 1.0) > 1e-6:
                 raise ConfigError("data.split_fractions", f"must sum to 1, got {split_fractions}")
         self.split_fractions = split_fractions
-        self.hub = dict(hub or {})
-        unknown = set(self.hub) - {"name", "subset", "splits"}
-        if unknown:
-            raise ConfigError("data.hub", f"unknown option(s) {sorted(unknown)}; expected name, subset, splits")
+        self._set_hub(hub)
         if not self.hub.get("name") and not train:
             raise ConfigError("data.train", "no training data: set data.train to a file or data.hub.name to a hub dataset")
-        if out_of_core not in (True, False, "auto"):
-            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
-        if out_of_core is True and (mode != "stream" or not train or self.hub.get("name")
-                                    or detect_format(train, format) != "text"):
-            raise ConfigError("data.out_of_core", "needs a plain-text training file (data.format=text) in "
-                                                  "data.mode=stream")
-        self.out_of_core = out_of_core
+        streamable = (out_of_core is not True or (mode == "stream" and train and not self.hub.get("name")
+                                                  and detect_format(train, format) == "text"))
+        self._set_out_of_core(out_of_core, streamable,
+                              "needs a plain-text training file (data.format=text) in data.mode=stream")
         self.sources: dict[str, token_store.TextSource] = {}  # out-of-core splits
-        self.cache_dir = None
         self.tokenizer_cfg = dict(tokenizer or {"kind": "char"})
         self.tokenizer: TextTokenizer | None = None
         self.conditions: LabelVocab | None = None

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from nlpseq.data import example_store
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
+from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.collate import pad_ids
 from nlpseq.data.files import format_from_name, read_json_lines, read_lines, resolve
 from nlpseq.data.sampler import SideLengths
@@ -214,20 +214,10 @@ class TranslationDataModule(TextDataModule):
                  max_tokens: int | None = None, num_workers: int = 0, bucket_pool: int = 200, seed: int = 0,
                  out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
-        if out_of_core not in (True, False, "auto"):
-            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
-        if out_of_core is True and (hub or {}).get("name"):
-            raise ConfigError("data.out_of_core", "streams local training files; a hub dataset (data.hub.name) is "
-                                                  "read by `datasets`: set data.out_of_core=false")
-        self.out_of_core = out_of_core
-        self.cache_dir: Path | None = None
-        self._heldout = None  # out of core without a validation split: which training pairs are held out
+        self._set_hub(hub)
+        self._set_out_of_core(out_of_core, not self.hub.get("name"), HUB_NOT_STREAMED)
         self.paths = {"train": train, "validation": validation, "test": test}
         self.format, self.src_key, self.tgt_key = format, src_key, tgt_key
-        self.hub = dict(hub or {})
-        unknown = set(self.hub) - {"name", "subset", "splits"}
-        if unknown:
-            raise ConfigError("data.hub", f"unknown option(s) {sorted(unknown)}; expected name, subset, splits")
         self.tokenizer_cfg = dict(tokenizer or {"kind": "bpe", "vocab_size": 8000})
         self.joint_vocab = check_bool("data.joint_vocab", joint_vocab)
         if tgt_vocab_size is not None:

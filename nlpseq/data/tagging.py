@@ -30,7 +30,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from nlpseq.data import example_store
-from nlpseq.data.base import EncodedDataset, RaggedArray, TextDataModule, repeat_to
+from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
 from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert, convert_all, detect_format, detect_scheme,
                                iter_tagged, load_hub_tagged, read_tagged)
 from nlpseq.data.files import resolve
@@ -409,14 +409,8 @@ class TaggingDataModule(TextDataModule):
                  bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
         self.paths = {"train": train, "validation": validation, "test": test}
-        if out_of_core not in (True, False, "auto"):
-            raise ConfigError("data.out_of_core", f"expected auto, true or false, got {out_of_core!r}")
-        if out_of_core is True and (hub or {}).get("name"):
-            raise ConfigError("data.out_of_core", "streams local training files; a hub dataset (data.hub.name) is "
-                                                  "read by `datasets`: set data.out_of_core=false")
-        self.out_of_core = out_of_core
-        self.cache_dir: Path | None = None
-        self._heldout = None  # out of core without a validation file: which training sentences are held out
+        self._set_hub(hub, extra=("tokens_column", "tags_column"))
+        self._set_out_of_core(out_of_core, not self.hub.get("name"), HUB_NOT_STREAMED)
         self.reader = {"format": check_choice("data.format", format, FORMATS),
                        "token_column": check_int("data.token_column", token_column),
                        "tag_column": check_int("data.tag_column", tag_column),
@@ -426,10 +420,6 @@ class TaggingDataModule(TextDataModule):
         # case-insensitive (iob2 = IOB2); stored in the canonical spelling
         self.scheme = check_choice("data.scheme", canonical_scheme(scheme), INPUT_SCHEMES)
         self.train_scheme = check_choice("data.train_scheme", canonical_scheme(train_scheme), SCHEMES)
-        self.hub = dict(hub or {})
-        known = {"name", "subset", "splits", "tokens_column", "tags_column"}
-        if set(self.hub) - known:
-            raise ConfigError("data.hub", f"unknown option(s) {sorted(set(self.hub) - known)}; expected {sorted(known)}")
         self.tokenizer_cfg = dict(tokenizer or {"kind": "word"})
         self.zero_digits = check_bool("data.zero_digits", zero_digits)
         self.char_min_frequency = check_int("data.char_min_frequency", char_min_frequency, minimum=1)
