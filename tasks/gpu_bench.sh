@@ -30,7 +30,8 @@ bench() {  # name, overrides...
     python3 - "$tmp/$name.json" <<'EOF' | tee -a "$log"
 import json, sys
 r = json.load(open(sys.argv[1]))
-keys = ("train_tokens_per_sec_nlpseq", "train_tokens_per_sec_plain", "ratio_nlpseq_vs_plain", "rnn_kernel_tokens_per_sec",
+keys = ("train_tokens_per_sec_nlpseq", "train_tokens_per_sec_plain", "ratio_nlpseq_vs_plain", "overhead_ms_per_step",
+        "rnn_kernel_tokens_per_sec",
         "ratio_nlpseq_vs_rnn_kernel", "share_of_roof", "rnn_kernel_share_of_roof", "padding_share",
         "infer_sentences_per_sec_b1", "infer_sentences_per_sec_b64", "batch64_speedup",
         "decode_greedy_sentences_per_sec_b64", "decode_beam5_sentences_per_sec_b64", "sample_tokens_per_sec_b64",
