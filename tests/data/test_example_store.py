@@ -11,7 +11,9 @@ import torch
 from nlpseq.data import example_store
 from nlpseq.data.base import RaggedArray
 from nlpseq.data.classification import ClassificationDataModule
+from nlpseq.data.lm import LanguageModelDataModule
 from nlpseq.data.parallel import TranslationDataModule, iter_split
+from nlpseq.data.tagging import TaggingDataModule
 from nlpseq.errors import ConfigError, DataError
 
 ROOT = Path(__file__).parents[2]
@@ -203,6 +205,15 @@ def test_auto_switches_on_for_large_local_files(monkeypatch):
     (ClassificationDataModule, {"out_of_core": True, "hub": {"name": "glue"}}, "data.out_of_core: streams local"),
     (TranslationDataModule, {"out_of_core": 1.5}, "data.out_of_core: expected auto, true or false"),
     (TranslationDataModule, {"out_of_core": True, "hub": {"name": "x"}}, "data.out_of_core: streams local"),
+    (TaggingDataModule, {"out_of_core": "no"}, "data.out_of_core: expected auto, true or false"),
+    (TaggingDataModule, {"out_of_core": True, "hub": {"name": "conll2003"}}, "data.out_of_core: streams local"),
+    (LanguageModelDataModule, {"out_of_core": "on"}, "data.out_of_core: expected auto, true or false"),
+    (LanguageModelDataModule, {"out_of_core": True, "hub": {"name": "x"}}, "data.out_of_core: needs a plain-text"),
+    # data.hub keys, checked by the same base class for every module (NER adds its column names)
+    (ClassificationDataModule, {"hub": {"nmae": "glue"}}, r"data.hub: unknown option\(s\) \['nmae'\]"),
+    (TranslationDataModule, {"hub": {"subsets": "x"}}, r"data.hub: unknown option\(s\) \['subsets'\]"),
+    (LanguageModelDataModule, {"hub": {"split": "x"}}, r"data.hub: unknown option\(s\) \['split'\]"),
+    (TaggingDataModule, {"hub": {"text_column": "x"}}, r"expected \['name', 'splits', 'subset', 'tags_column'"),
 ])
 def test_bad_settings(make, kw, match):
     kw.setdefault("train", "x.tsv")
