@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark round: nlpseq.bench for the four real-data recipes in fp32 and bf16-mixed, plus a CLI
+# The GPU benchmark round: nlpseq.bench for the four real-data recipes in fp32 and bf16-mixed (and NER and
+# sentiment with data.pin_memory=true), plus a CLI
 # train -> checkpoint -> `python -m nlpseq.predict device=cuda` round trip, on one CUDA machine.
 #   bash tasks/gpu_bench.sh [OUTDIR]        (default: gpu_bench/; results.jsonl + log.txt)
 # Needs the benchmark data at ../shared/data (see the experiment recipes). Each bench run has its own
@@ -56,6 +57,9 @@ else
   bench sentiment_bf16 experiment=sentiment_sst2 trainer.precision=bf16-mixed
   bench translation_bf16 experiment=translation_multi30k trainer.precision=bf16-mixed
   bench generation_bf16 experiment=generation_shakespeare trainer.precision=bf16-mixed
+  # page-locked batches (off by default until measured): compare with ner_fp32 / sentiment_fp32
+  bench ner_fp32_pinned experiment=ner_conll2003 data.pin_memory=true
+  bench sentiment_fp32_pinned experiment=sentiment_sst2 data.pin_memory=true
 fi
 
 # the CLI on the GPU: train the sample NER model, then predict from its checkpoint on cuda

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nlpseq.data.sampler import BucketBatchSampler
-from nlpseq.errors import ConfigError, check_int
+from nlpseq.errors import ConfigError, check_bool, check_int
 from nlpseq.utils.dist import is_worker_process
 from nlpseq.utils.io import atomic_write_text
 
@@ -126,7 +126,7 @@ class TextDataModule(pl.LightningDataModule):
     """Loaders with length-bucketed batches over encoded splits; subclasses fill `self.splits`."""
 
     def __init__(self, batch_size: int = 32, eval_batch_size: int = 128, max_tokens: int | None = None,
-                 num_workers: int = 0, bucket_pool: int = 50, seed: int = 0):
+                 num_workers: int = 0, bucket_pool: int = 50, seed: int = 0, pin_memory: bool = False):
         super().__init__()
         self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
         self.eval_batch_size = check_int("data.eval_batch_size", eval_batch_size, minimum=1)
@@ -134,6 +134,9 @@ class TextDataModule(pl.LightningDataModule):
             check_int("data.max_tokens", max_tokens, minimum=1)
         self.max_tokens, self.num_workers = max_tokens, check_int("data.num_workers", num_workers, minimum=0)
         self.bucket_pool, self.seed = check_int("data.bucket_pool", bucket_pool, minimum=1), seed
+        # page-locked batches, so that a GPU copies them asynchronously (ignored without an accelerator; off by
+        # default: with num_workers=0 the pinning runs on the training thread, which small models' steps feel)
+        self.pin_memory = check_bool("data.pin_memory", pin_memory)
         self.splits: dict[str, EncodedDataset] = {}
         self._train_sampler: BucketBatchSampler | None = None
 
@@ -219,6 +222,7 @@ class TextDataModule(pl.LightningDataModule):
         kwargs.setdefault("generator", torch.Generator().manual_seed(self.seed))
         kwargs.setdefault("num_workers", self.num_workers)
         kwargs.setdefault("persistent_workers", self.num_workers > 0 and train)
+        kwargs.setdefault("pin_memory", self.pin_memory and torch.cuda.is_available())
         if train:
             return ResumableLoader(dataset, position=self.train_position, **kwargs)
         return DataLoader(dataset, **kwargs)

@@ -242,8 +242,9 @@ class LanguageModelDataModule(TextDataModule):
                  hub: dict | None = None, tokenizer: dict | None = None, seq_len: int = 128,
                  max_length: int | None = None, random_offset: bool = True, batch_size: int = 32,
                  eval_batch_size: int = 32, max_tokens: int | None = None, num_workers: int = 0,
-                 bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
-        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
+                 bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto",
+                 pin_memory: bool = False):
+        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed, pin_memory)
         self.paths = {"train": train, "validation": validation, "test": test}
         self.format = check_choice("data.format", format, FORMATS)
         self.mode = check_choice("data.mode", mode, MODES)

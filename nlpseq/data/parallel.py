@@ -212,8 +212,8 @@ class TranslationDataModule(TextDataModule):
                  joint_vocab: bool = True, tgt_vocab_size: int | None = None, max_length: int | None = 100,
                  val_fraction: float = 0.05, batch_size: int = 64, eval_batch_size: int = 128,
                  max_tokens: int | None = None, num_workers: int = 0, bucket_pool: int = 200, seed: int = 0,
-                 out_of_core: str | bool = "auto"):
-        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
+                 out_of_core: str | bool = "auto", pin_memory: bool = False):
+        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed, pin_memory)
         self._set_hub(hub)
         self._set_out_of_core(out_of_core, not self.hub.get("name"), HUB_NOT_STREAMED)
         self.paths = {"train": train, "validation": validation, "test": test}

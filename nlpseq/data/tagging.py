@@ -406,8 +406,9 @@ class TaggingDataModule(TextDataModule):
                  tokenizer: dict | None = None, zero_digits: bool = True, char_min_frequency: int = 1,
                  max_length: int | None = None, val_fraction: float = 0.1, batch_size: int = 32,
                  eval_batch_size: int = 128, max_tokens: int | None = None, num_workers: int = 0,
-                 bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto"):
-        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed)
+                 bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto",
+                 pin_memory: bool = False):
+        super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed, pin_memory)
         self.paths = {"train": train, "validation": validation, "test": test}
         self._set_hub(hub, extra=("tokens_column", "tags_column"))
         self._set_out_of_core(out_of_core, not self.hub.get("name"), HUB_NOT_STREAMED)

@@ -345,3 +345,15 @@ def test_cli_ner_out_of_core_and_the_checkpoint_predicts(tmp_path, cli):
     assert (run / "cache" / "train.types.json").is_file()
     tagger = nlpseq.load(run / "checkpoints" / "best.ckpt")
     assert len(tagger.predict([["John", "lives", "in", "Berlin", "."]])[0].tags) == 5
+
+
+def test_pin_memory_only_with_an_accelerator(monkeypatch):
+    # data.pin_memory=true page-locks batches for asynchronous GPU copies; without CUDA it is ignored
+    assert sentiment(False).train_dataloader().pin_memory is False  # the default
+    pinned = sentiment(False, pin_memory=True)
+    assert pinned.train_dataloader().pin_memory is False and pinned.val_dataloader().pin_memory is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pinned.train_dataloader().pin_memory is True and pinned.val_dataloader().pin_memory is True
+    assert sentiment(False).train_dataloader().pin_memory is False
+    with pytest.raises(ConfigError, match="data.pin_memory"):
+        ClassificationDataModule(train="x.tsv", pin_memory="sometimes")
