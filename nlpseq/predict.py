@@ -3,7 +3,8 @@
 Loading needs neither the training data nor the conf tree: the checkpoint carries the tokenizer, the
 labels and the hyperparameters.
 
-CLI options (key=value): ckpt (required), input (a file, or - for stdin; default -), output (a file,
+CLI options (key=value): ckpt (required; several checkpoints separated by commas make an ensemble,
+sentiment only: their class probabilities are averaged), input (a file, or - for stdin; default -), output (a file,
 or - for stdout; default -), batch_size (default 64), device (cpu, cuda, ...; default cpu), and any
 option the task's predictor accepts (see README: e.g. beam_size for translation, max_new_tokens for
 generation).
@@ -15,16 +16,40 @@ import sys
 from pathlib import Path
 
 from nlpseq.checkpoint import load_module
-from nlpseq.errors import ConfigError, NlpseqError
+from nlpseq.errors import CheckpointError, ConfigError, NlpseqError
 from nlpseq.registry import predictor_class
 
-USAGE = "usage: python -m nlpseq.predict ckpt=PATH [input=FILE|-] [output=FILE|-] [batch_size=64] [device=cpu] [task options]"
+USAGE = "usage: python -m nlpseq.predict ckpt=PATH[,PATH...] [input=FILE|-] [output=FILE|-] [batch_size=64] [device=cpu] [task options]"
 
 
 def load(path, map_location="cpu"):
-    """The predictor for the checkpoint at `path` (its task is read from the checkpoint)."""
+    """The predictor for the checkpoint at `path` (its task is read from the checkpoint). A list of paths
+    loads an ensemble of checkpoints of one task (sentiment: the members' probabilities are averaged)."""
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise ConfigError("ckpt", "an ensemble needs at least one checkpoint, got an empty list")
+        if len(path) > 1:
+            return _load_ensemble([str(p) for p in path], map_location)
+        path = path[0]
     model = load_module(path, map_location=map_location)
     return predictor_class(model.task)(model)
+
+
+def _load_ensemble(paths: list[str], map_location):
+    models = [load_module(p, map_location=map_location) for p in paths]
+    task = models[0].task
+    for model, p in zip(models[1:], paths[1:]):
+        if model.task != task:
+            raise CheckpointError(f"{p}: a {model.task} checkpoint cannot join an ensemble of {task} checkpoints "
+                                  f"({paths[0]})")
+    return predictor_class(task).ensemble(models, paths)
+
+
+def _ckpt_paths(value: str) -> str | list[str]:
+    """ckpt=PATH, or ckpt=A,B,... for an ensemble (a path that exists as written is never split)."""
+    if "," not in value or Path(value).exists():
+        return value
+    return [p for p in (part.strip() for part in value.split(",")) if p]
 
 
 def _parse_value(text: str):
@@ -56,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         if "ckpt" not in args:
             raise ConfigError("ckpt", f"missing; {USAGE}")
-        predictor = load(args.pop("ckpt"))
+        predictor = load(_ckpt_paths(args.pop("ckpt")))
         device = args.pop("device", "cpu")
         predictor.to(device)
         source, target = str(args.pop("input", "-")), str(args.pop("output", "-"))

@@ -25,6 +25,12 @@ class Predictor:
         # cached: walking the parameters costs ~0.1 ms, read once per batch (a tenth of a batch-1 call)
         return self._device
 
+    @classmethod
+    def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "Predictor":
+        """The predictor that combines several checkpoints of this task (`nlpseq.load([a, b, ...])`)."""
+        raise NlpseqError(f"{paths[0]}: {cls.task} checkpoints cannot be combined into an ensemble "
+                          f"(supported: sentiment); load one checkpoint")
+
     def to(self, device) -> "Predictor":
         self.model.to(device)
         self._device = next(self.model.parameters()).device

@@ -5,16 +5,22 @@ Odd input: an empty or whitespace-only text is read as one <unk> token and gets 
 is an NlpseqError. Big input: texts are batched by length, at most `batch_size` texts and
 MAX_BATCH_TOKENS padded tokens per batch, so a 100,000-character text or 10,000 texts in one call
 run in bounded memory.
+
+Ensembles: `nlpseq.load([a, b, c])` averages the class probabilities of several sentiment checkpoints
+(e.g. the same recipe trained with different seeds). The members must have the same labels (in any
+order); each reads the text with its own tokenizer, and members whose tokenizers are identical share
+one encoding of the batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from nlpseq.data.classification import encode_texts
 from nlpseq.data.collate import pad_ids
-from nlpseq.errors import check_int
+from nlpseq.errors import CheckpointError, check_int
 from nlpseq.predictors.base import Predictor, batches_by_length
 
 MAX_BATCH_TOKENS = 64 * 1024  # padded tokens per batch, on top of batch_size
@@ -30,20 +36,51 @@ class SentimentPrediction:
 class SentimentPredictor(Predictor):
     task = "sentiment"
 
+    def __init__(self, model: torch.nn.Module, others: Sequence[torch.nn.Module] = ()):
+        super().__init__(model)
+        self.members = [self.model, *(m.eval() for m in others)]
+        labels = self.model.labels
+        # per member, where each of the first member's labels sits in its own output; members grouped by
+        # tokenizer so that a batch is encoded and padded once per distinct tokenizer
+        groups: dict[str, list[tuple[torch.nn.Module, list[int]]]] = {}
+        for m in self.members:
+            groups.setdefault(m.tokenizer.to_json(), []).append((m, [m.labels.index(lab) for lab in labels]))
+        self._groups = list(groups.values())
+
+    @classmethod
+    def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "SentimentPredictor":
+        first = models[0]
+        for model, path in zip(models[1:], paths[1:]):
+            if sorted(model.labels) != sorted(first.labels):
+                raise CheckpointError(f"{path}: labels {model.labels} differ from those of {paths[0]} "
+                                      f"({first.labels}); an ensemble's members must predict the same labels")
+        return cls(first, models[1:])
+
+    def to(self, device) -> "SentimentPredictor":
+        for m in self.members[1:]:
+            m.to(device)
+        return super().to(device)
+
     @torch.inference_mode()
     def predict(self, texts, batch_size: int = 64):
-        """One `SentimentPrediction` per text (a single one for a single string). Empty text is allowed."""
+        """One `SentimentPrediction` per text (a single one for a single string). Empty text is allowed.
+        An ensemble's probabilities are the mean of its members'."""
         check_int("batch_size", batch_size, minimum=1)
         texts, single = self.check_texts(texts)
-        model = self.model
-        ids = encode_texts(model.tokenizer, texts)
-        probs = torch.empty(len(texts), len(model.labels))
-        for batch in batches_by_length(ids.lengths.tolist(), batch_size, MAX_BATCH_TOKENS):
-            tokens, lengths = pad_ids([ids[i] for i in batch])
-            logits = model(tokens.to(self.device), lengths)
-            probs[batch] = torch.softmax(logits.float(), -1).cpu()
+        labels = self.model.labels
+        probs = torch.zeros(len(texts), len(labels))
+        for group in self._groups:
+            ids = encode_texts(group[0][0].tokenizer, texts)
+            for batch in batches_by_length(ids.lengths.tolist(), batch_size, MAX_BATCH_TOKENS):
+                tokens, lengths = pad_ids([ids[i] for i in batch])
+                tokens = tokens.to(self.device)
+                for model, order in group:
+                    member = torch.softmax(model(tokens, lengths).float(), -1).cpu()
+                    probs[batch] += member[:, order] if len(self.members) > 1 else member
+        if len(self.members) > 1:
+            probs /= len(self.members)
         best = probs.argmax(-1).tolist()
         rows = probs.tolist()
-        results = [SentimentPrediction(text, model.labels[b], {lab: round(p, 6) for lab, p in zip(model.labels, row)})
+        results = [SentimentPrediction(text, labels[b], {lab: round(p, 6) for lab, p in zip(labels, row)})
                    for text, b, row in zip(texts, best, rows)]
         return results[0] if single else results
