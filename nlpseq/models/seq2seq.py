@@ -19,7 +19,7 @@ from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
 from nlpseq.data.collate import lengths_to_mask
-from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
+from nlpseq.errors import CheckpointError, ConfigError, check_bool, check_choice, check_float, check_int
 from nlpseq.metrics.bleu import CorpusScores
 from nlpseq.models.base import TaskModule
 from nlpseq.nn.decoders import DecoderState, RecurrentDecoder
@@ -201,7 +201,6 @@ class Translator(TaskModule):
         """Per sentence: at most ceil(ratio * source length) + offset output tokens (eos included)."""
         return (lengths.float() * max_len_ratio).ceil().long() + max_len_offset
 
-    @torch.no_grad()
     def generate(self, src: torch.Tensor, lengths: torch.Tensor, beam_size: int | None = None, n_best: int = 1,
                  length_penalty: float | None = None, max_len_ratio: float | None = None,
                  max_len_offset: int | None = None, attention: bool = False, precision: str = "fp32"
@@ -212,35 +211,8 @@ class Translator(TaskModule):
 
         precision "bf16" runs the matrix multiplies and the attention in bfloat16 (autocast; several times
         faster on CPUs with AVX512-BF16/AMX and on GPUs); log-probabilities and scores stay float32."""
-        cfg = check_search({k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty),
-                                              ("max_len_ratio", max_len_ratio), ("max_len_offset", max_len_offset))
-                            if v is not None}, prefix="search")
-        check_int("n_best", n_best, minimum=1)
-        check_choice("precision", precision, PRECISIONS)
-        if n_best > cfg["beam_size"]:
-            raise ConfigError("n_best", f"must be <= beam_size ({cfg['beam_size']}), got {n_best}")
-        low = precision == "bf16"
-        with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=low):
-            state = self.encode(src, lengths)
-            max_len = self.max_lengths(lengths, cfg["max_len_ratio"], cfg["max_len_offset"]).to(src.device)
-            matrix, bias = self.search_parameters()  # once per search, not per step
-            if low:  # cast once here rather than at every step
-                matrix, bias = matrix.to(torch.bfloat16), bias.to(torch.bfloat16)
-            batch = src.size(0)
-            if cfg["beam_size"] == 1:
-                result = greedy(lambda t, st: self.step(t, st, matrix, bias), state, BOS_ID, EOS_ID, max_len, batch)
-            else:
-                search_state, step = self._beam_state(state, cfg["beam_size"], matrix, bias)
-                result = beam_search(step, search_state, BOS_ID, EOS_ID, max_len, batch, cfg["beam_size"],
-                                     cfg["length_penalty"], n_best)
-            if self.output.ids_list is not None:  # output indices -> vocabulary ids
-                ids = self.output.ids_list
-                result.tokens = [[[ids[t] for t in hyp] for hyp in item] for item in result.tokens]
-            weights = None
-            if attention and self.attends:
-                weights = self.attention_of(state, [h[0] if h else [] for h in result.tokens], result.ended[:, 0])
-                weights = weights.float()
-        return result, weights
+        return search([self], src, lengths, beam_size, n_best, length_penalty, max_len_ratio, max_len_offset,
+                      attention, precision)
 
     def _beam_state(self, state: DecoderState, beam_size: int, matrix: torch.Tensor, bias: torch.Tensor):
         """The state and step function for beam search, with the encoder memory kept out of the reordering.
@@ -375,3 +347,84 @@ class Translator(TaskModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+
+def check_ensemble(models: Sequence[Translator], paths: Sequence[str]) -> None:
+    """Translators can search together when they read and write the same tokens: identical source and target
+    tokenizers and the same output vocabulary (e.g. one recipe trained with several seeds)."""
+    first = models[0]
+    for model, path in zip(models[1:], paths[1:]):
+        for what, a, b in (("source tokenizer", model.src_tokenizer.to_json(), first.src_tokenizer.to_json()),
+                           ("target tokenizer", model.tgt_tokenizer.to_json(), first.tgt_tokenizer.to_json()),
+                           ("output vocabulary", model.output.ids_list, first.output.ids_list)):
+            if a != b:
+                raise CheckpointError(f"{path}: its {what} differs from that of {paths[0]}; translators in an "
+                                      f"ensemble must share their tokenizers (train them on the same data)")
+
+
+@torch.no_grad()
+def search(models: Sequence[Translator], src: torch.Tensor, lengths: torch.Tensor, beam_size: int | None = None,
+           n_best: int = 1, length_penalty: float | None = None, max_len_ratio: float | None = None,
+           max_len_offset: int | None = None, attention: bool = False, precision: str = "fp32"
+           ) -> tuple[SearchResult, torch.Tensor | None]:
+    """`Translator.generate` for one model or an ensemble of them (`check_ensemble`). An ensemble decodes
+    with the mean of its members' next-token probabilities at every step (each member keeps its own decoder
+    state; log-space mean, as OpenNMT's ensembles); search settings, lengths and output ids come from the
+    first member, and the attention returned is the members' mean."""
+    first = models[0]
+    cfg = check_search({k: v for k, v in (("beam_size", beam_size), ("length_penalty", length_penalty),
+                                          ("max_len_ratio", max_len_ratio), ("max_len_offset", max_len_offset))
+                        if v is not None}, prefix="search")
+    check_int("n_best", n_best, minimum=1)
+    check_choice("precision", precision, PRECISIONS)
+    if n_best > cfg["beam_size"]:
+        raise ConfigError("n_best", f"must be <= beam_size ({cfg['beam_size']}), got {n_best}")
+    low = precision == "bf16"
+    beam = cfg["beam_size"]
+    with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=low):
+        encoded, states, steps = [], [], []
+        for model in models:
+            state = model.encode(src, lengths)
+            matrix, bias = model.search_parameters()  # once per search, not per step
+            if low:  # cast once here rather than at every step
+                matrix, bias = matrix.to(torch.bfloat16), bias.to(torch.bfloat16)
+            if beam == 1:
+                search_state = state
+                step = (lambda m, w, b: lambda t, st: m.step(t, st, w, b))(model, matrix, bias)
+            else:
+                search_state, step = model._beam_state(state, beam, matrix, bias)
+            encoded.append(state)
+            states.append(search_state)
+            steps.append(step)
+        max_len = first.max_lengths(lengths, cfg["max_len_ratio"], cfg["max_len_offset"]).to(src.device)
+        if len(models) == 1:
+            state, step = states[0], steps[0]
+        else:
+            state, step = tuple(states), _ensemble_step(steps)
+        batch = src.size(0)
+        if beam == 1:
+            result = greedy(step, state, BOS_ID, EOS_ID, max_len, batch)
+        else:
+            result = beam_search(step, state, BOS_ID, EOS_ID, max_len, batch, beam, cfg["length_penalty"], n_best)
+        if first.output.ids_list is not None:  # output indices -> vocabulary ids
+            ids = first.output.ids_list
+            result.tokens = [[[ids[t] for t in hyp] for hyp in item] for item in result.tokens]
+        weights = None
+        if attention and any(m.attends for m in models):
+            best = [h[0] if h else [] for h in result.tokens]
+            each = [m.attention_of(st, best, result.ended[:, 0]).float()
+                    for m, st in zip(models, encoded) if m.attends]
+            weights = torch.stack(each).mean(0) if len(each) > 1 else each[0]
+    return result, weights
+
+
+def _ensemble_step(steps: list):
+    """One search step of several models: each advances its own state; log of the mean probability."""
+    log_n = math.log(len(steps))
+
+    def step(tokens: torch.Tensor, state: tuple):
+        outs = [f(tokens, st) for f, st in zip(steps, state)]
+        log_probs = torch.logsumexp(torch.stack([lp for lp, _ in outs]), 0) - log_n
+        return log_probs, tuple(st for _, st in outs)
+
+    return step

@@ -16,8 +16,10 @@ class Predictor:
 
     task = ""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, others: Sequence[torch.nn.Module] = ()):
         self.model = model.eval()
+        # an ensemble's members, the first one being `model` (tasks that support ensembles use them all)
+        self.members = [self.model, *(m.eval() for m in others)]
         self._device = next(model.parameters()).device
 
     @property
@@ -29,10 +31,11 @@ class Predictor:
     def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "Predictor":
         """The predictor that combines several checkpoints of this task (`nlpseq.load([a, b, ...])`)."""
         raise NlpseqError(f"{paths[0]}: {cls.task} checkpoints cannot be combined into an ensemble "
-                          f"(supported: sentiment); load one checkpoint")
+                          f"(supported: sentiment, translation); load one checkpoint")
 
     def to(self, device) -> "Predictor":
-        self.model.to(device)
+        for m in self.members:
+            m.to(device)
         self._device = next(self.model.parameters()).device
         return self
 

@@ -37,8 +37,7 @@ class SentimentPredictor(Predictor):
     task = "sentiment"
 
     def __init__(self, model: torch.nn.Module, others: Sequence[torch.nn.Module] = ()):
-        super().__init__(model)
-        self.members = [self.model, *(m.eval() for m in others)]
+        super().__init__(model, others)
         labels = self.model.labels
         # per member, where each of the first member's labels sits in its own output; members grouped by
         # tokenizer so that a batch is encoded and padded once per distinct tokenizer
@@ -55,11 +54,6 @@ class SentimentPredictor(Predictor):
                 raise CheckpointError(f"{path}: labels {model.labels} differ from those of {paths[0]} "
                                       f"({first.labels}); an ensemble's members must predict the same labels")
         return cls(first, models[1:])
-
-    def to(self, device) -> "SentimentPredictor":
-        for m in self.members[1:]:
-            m.to(device)
-        return super().to(device)
 
     @torch.inference_mode()
     def predict(self, texts, batch_size: int = 64):

@@ -20,6 +20,10 @@ the mean of their scores, `pieces` says how many there were. So a 100,000-charac
 memory and decoding steps in proportion to its length, never a 20k x 20k attention. With
 attention=True (one matrix per input) such a source is truncated instead, with a warning, and
 `truncated` is set.
+
+Ensembles: `nlpseq.load([a, b, ...])` (or `ckpt=a,b` on the command line) decodes with several translators
+that share their tokenizers, e.g. one recipe trained with different seeds: at every step the search takes the
+mean of their next-token probabilities (OpenNMT's ensemble decoding); `attention` is their mean.
 """
 from __future__ import annotations
 
@@ -28,12 +32,13 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Iterable, Sequence, TextIO
 
 import torch
 
 from nlpseq.data.collate import pad_ids
 from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
+from nlpseq.models.seq2seq import check_ensemble, search
 from nlpseq.predictors.base import Predictor, _chunks, batches_by_length, json_line
 from nlpseq.text.tokenizer import EOS_ID
 
@@ -79,6 +84,13 @@ class _Options:
 
 class TranslationPredictor(Predictor):
     task = "translation"
+
+    @classmethod
+    def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "TranslationPredictor":
+        """Translators that decode together (the mean of their next-token probabilities at every step); they
+        must share their tokenizers (`nlpseq.models.seq2seq.check_ensemble`)."""
+        check_ensemble(models, paths)
+        return cls(models[0], models[1:])
 
     def _options(self, beam_size, n_best, length_penalty, max_len_ratio) -> _Options:
         cfg = self.model.search_cfg
@@ -133,9 +145,9 @@ class TranslationPredictor(Predictor):
         device = self.device
         for batch in batches_by_length([len(p) for _, p in pieces], batch_size):
             src, lengths = pad_ids([pieces[j][1] for j in batch])
-            result, weights = model.generate(src.to(device), lengths, opts.beam_size, opts.n_best,
-                                             opts.length_penalty, opts.max_len_ratio, opts.max_len_offset,
-                                             attention=attention, precision=precision)
+            result, weights = search(self.members, src.to(device), lengths, opts.beam_size, opts.n_best,
+                                     opts.length_penalty, opts.max_len_ratio, opts.max_len_offset,
+                                     attention=attention, precision=precision)
             scores = result.scores.float().cpu().tolist()
             ended = result.ended[:, 0].cpu().tolist()
             for row, j in enumerate(batch):
