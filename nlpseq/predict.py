@@ -3,8 +3,8 @@
 Loading needs neither the training data nor the conf tree: the checkpoint carries the tokenizer, the
 labels and the hyperparameters.
 
-CLI options (key=value): ckpt (required; several checkpoints separated by commas make an ensemble,
-sentiment only: their class probabilities are averaged), input (a file, or - for stdin; default -), output (a file,
+CLI options (key=value): ckpt (required; several checkpoints of one task separated by commas make an
+ensemble, see README: Inference), input (a file, or - for stdin; default -), output (a file,
 or - for stdout; default -), batch_size (default 64), device (cpu, cuda, ...; default cpu), and any
 option the task's predictor accepts (see README: e.g. beam_size for translation, max_new_tokens for
 generation).
@@ -24,7 +24,7 @@ USAGE = "usage: python -m nlpseq.predict ckpt=PATH[,PATH...] [input=FILE|-] [out
 
 def load(path, map_location="cpu"):
     """The predictor for the checkpoint at `path` (its task is read from the checkpoint). A list of paths
-    loads an ensemble of checkpoints of one task (sentiment: the members' probabilities are averaged)."""
+    loads an ensemble of checkpoints of one task: each task's predictor `ensemble` says how they combine."""
     if isinstance(path, (list, tuple)):
         if not path:
             raise ConfigError("ckpt", "an ensemble needs at least one checkpoint, got an empty list")

@@ -22,11 +22,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from nlpseq.data.collate import pad_ids
-from nlpseq.errors import ConfigError, check_bool, check_float, check_int
+from nlpseq.errors import CheckpointError, ConfigError, check_bool, check_float, check_int
 from nlpseq.models.base import TaskModule
 from nlpseq.nn.decoders import DecoderState, RecurrentDecoder
 from nlpseq.nn.embeddings import TokenEmbedding
-from nlpseq.nn.search import SearchResult, beam_search, map_state, sample, select_state
+from nlpseq.nn.search import SearchResult, beam_search, ensemble_step, map_state, sample, select_state
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, TextTokenizer
 from nlpseq.utils.build import build
 
@@ -262,7 +262,6 @@ class LanguageModel(TaskModule):
 
         return step
 
-    @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Sequence[int]], conditions: torch.Tensor | None = None,
                      max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None, seed: int | None = None, num_samples: int = 1,
@@ -275,36 +274,8 @@ class LanguageModel(TaskModule):
         search (the sampling options do not apply) returning the num_samples best. `seed` (or a
         `generator`) makes samples reproducible for the same inputs and batch.
         """
-        check_decoding(max_new_tokens, temperature, top_k, top_p, num_samples, beam_size, length_penalty)
-        check_bool("stop_at_eos", stop_at_eos)
-        if seed is not None:
-            check_int("seed", seed)
-        B = len(prompts)
-        if B == 0:
-            return SearchResult([], torch.zeros(0, num_samples), torch.zeros(0, num_samples, dtype=torch.bool))
-        device = self.device
-        seqs = [[BOS_ID, *map(int, p)] for p in prompts]
-        # all but each prompt's last token (its last token is the search's first input), read in windows that
-        # carry the state, so a long prompt costs bounded memory; a row whose prompt is done keeps its state
-        state = self.initial_state(B, conditions)
-        heads = [s[:-1] for s in seqs]
-        for start in range(0, max(map(len, heads)), PROMPT_WINDOW):
-            ids, lengths = pad_ids([h[start:start + PROMPT_WINDOW] for h in heads], PAD_ID)
-            _, state, _ = self.decoder(self.embedding(ids.to(device)), state, lengths)
-        last = torch.tensor([s[-1] for s in seqs], dtype=torch.long, device=device)
-        banned = [PAD_ID, BOS_ID, UNK_ID] + ([] if stop_at_eos else [EOS_ID])
-        step = self.step_fn(banned)
-        if beam_size > 1:
-            return beam_search(step, state, last, EOS_ID, max_new_tokens, B, beam_size,
-                               length_penalty=length_penalty, n_best=num_samples)
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
-        rows = torch.arange(B, device=device).repeat_interleave(num_samples)
-        result = sample(step, select_state(state, rows), last[rows], EOS_ID, max_new_tokens, B * num_samples,
-                        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        n = num_samples  # regroup: one list of num_samples continuations per prompt
-        tokens = [[result.tokens[b * n + k][0] for k in range(n)] for b in range(B)]
-        return SearchResult(tokens, result.scores.view(B, n), result.ended.view(B, n))
+        return generate_ids([self], prompts, conditions, max_new_tokens, temperature, top_k, top_p, seed,
+                            num_samples, beam_size, length_penalty, stop_at_eos, generator)
 
 
 def continuation_text(tokenizer: TextTokenizer, prompt_ids: Sequence[int], continuation: Sequence[int]) -> str:
@@ -319,3 +290,60 @@ def continuation_text(tokenizer: TextTokenizer, prompt_ids: Sequence[int], conti
         return full[len(head):]
     return (" " if tokenizer.kind == "word" else "") + tokenizer.decode(continuation)
 
+
+
+def check_ensemble(models: Sequence[LanguageModel], paths: Sequence[str]) -> None:
+    """Language models can generate together when they share their tokenizer and their conditions."""
+    first = models[0]
+    for model, path in zip(models[1:], paths[1:]):
+        if model.tokenizer.to_json() != first.tokenizer.to_json():
+            raise CheckpointError(f"{path}: its tokenizer differs from that of {paths[0]}; language models in an "
+                                  f"ensemble must share their tokenizer (train them on the same data)")
+        if model.conditions != first.conditions:
+            raise CheckpointError(f"{path}: its conditions {model.conditions} differ from those of {paths[0]} "
+                                  f"({first.conditions})")
+
+
+@torch.no_grad()
+def generate_ids(models: Sequence[LanguageModel], prompts: Sequence[Sequence[int]],
+                 conditions: torch.Tensor | None = None, max_new_tokens: int = 200, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 num_samples: int = 1, beam_size: int = 1, length_penalty: float = 1.0, stop_at_eos: bool = True,
+                 generator: torch.Generator | None = None) -> SearchResult:
+    """`LanguageModel.generate_ids` for one model or an ensemble (`check_ensemble`): each member reads the
+    prompts into its own state, and the search samples from (or ranks by) the mean of the members'
+    next-token probabilities (temperature, top-k and top-p apply to that mean)."""
+    check_decoding(max_new_tokens, temperature, top_k, top_p, num_samples, beam_size, length_penalty)
+    check_bool("stop_at_eos", stop_at_eos)
+    if seed is not None:
+        check_int("seed", seed)
+    B = len(prompts)
+    if B == 0:
+        return SearchResult([], torch.zeros(0, num_samples), torch.zeros(0, num_samples, dtype=torch.bool))
+    device = models[0].device
+    seqs = [[BOS_ID, *map(int, p)] for p in prompts]
+    banned = [PAD_ID, BOS_ID, UNK_ID] + ([] if stop_at_eos else [EOS_ID])
+    # all but each prompt's last token (its last token is the search's first input), read in windows that
+    # carry the state, so a long prompt costs bounded memory; a row whose prompt is done keeps its state
+    heads = [s[:-1] for s in seqs]
+    states, steps = [], []
+    for model in models:
+        state = model.initial_state(B, conditions)
+        for start in range(0, max(map(len, heads)), PROMPT_WINDOW):
+            ids, lengths = pad_ids([h[start:start + PROMPT_WINDOW] for h in heads], PAD_ID)
+            _, state, _ = model.decoder(model.embedding(ids.to(device)), state, lengths)
+        states.append(state)
+        steps.append(model.step_fn(banned))
+    state, step = (states[0] if len(models) == 1 else tuple(states)), ensemble_step(steps)
+    last = torch.tensor([s[-1] for s in seqs], dtype=torch.long, device=device)
+    if beam_size > 1:
+        return beam_search(step, state, last, EOS_ID, max_new_tokens, B, beam_size,
+                           length_penalty=length_penalty, n_best=num_samples)
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    rows = torch.arange(B, device=device).repeat_interleave(num_samples)
+    result = sample(step, select_state(state, rows), last[rows], EOS_ID, max_new_tokens, B * num_samples,
+                    temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    n = num_samples  # regroup: one list of num_samples continuations per prompt
+    tokens = [[result.tokens[b * n + k][0] for k in range(n)] for b in range(B)]
+    return SearchResult(tokens, result.scores.view(B, n), result.ended.view(B, n))

@@ -25,7 +25,7 @@ from nlpseq.models.base import TaskModule
 from nlpseq.nn.decoders import DecoderState, RecurrentDecoder
 from nlpseq.nn.embeddings import TokenEmbedding
 from nlpseq.nn.encoders import RecurrentEncoder
-from nlpseq.nn.search import SearchResult, Shared, beam_search, greedy
+from nlpseq.nn.search import SearchResult, Shared, beam_search, ensemble_step, greedy
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, TextTokenizer
 from nlpseq.utils.build import build
 
@@ -397,10 +397,7 @@ def search(models: Sequence[Translator], src: torch.Tensor, lengths: torch.Tenso
             states.append(search_state)
             steps.append(step)
         max_len = first.max_lengths(lengths, cfg["max_len_ratio"], cfg["max_len_offset"]).to(src.device)
-        if len(models) == 1:
-            state, step = states[0], steps[0]
-        else:
-            state, step = tuple(states), _ensemble_step(steps)
+        state, step = (states[0] if len(models) == 1 else tuple(states)), ensemble_step(steps)
         batch = src.size(0)
         if beam == 1:
             result = greedy(step, state, BOS_ID, EOS_ID, max_len, batch)
@@ -417,14 +414,3 @@ def search(models: Sequence[Translator], src: torch.Tensor, lengths: torch.Tenso
             weights = torch.stack(each).mean(0) if len(each) > 1 else each[0]
     return result, weights
 
-
-def _ensemble_step(steps: list):
-    """One search step of several models: each advances its own state; log of the mean probability."""
-    log_n = math.log(len(steps))
-
-    def step(tokens: torch.Tensor, state: tuple):
-        outs = [f(tokens, st) for f, st in zip(steps, state)]
-        log_probs = torch.logsumexp(torch.stack([lp for lp, _ in outs]), 0) - log_n
-        return log_probs, tuple(st for _, st in outs)
-
-    return step

@@ -168,26 +168,30 @@ class SequenceTagger(TaskModule):
             return self.crf(emissions, tags, mask, reduction="mean")
         return F.cross_entropy(emissions[mask], tags[mask])
 
-    def decode(self, emissions: torch.Tensor, mask: torch.Tensor, confidence: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor, confidence: bool = False,
+               crf: LinearChainCRF | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Best tag ids [B, T] (Viterbi for the CRF, argmax for softmax) and, if asked, each word's
-        probability of its tag [B, T] (CRF marginals, or softmax probabilities)."""
-        if self.crf is not None:
-            paths, _ = self.crf.decode(emissions, mask)
+        probability of its tag [B, T] (CRF marginals, or softmax probabilities). `crf` replaces the model's
+        own (an ensemble's averaged one)."""
+        crf = crf if crf is not None else self.crf
+        if crf is not None:
+            paths, _ = crf.decode(emissions, mask)
             if not confidence:
                 return paths, None
-            marginals = self.crf.marginals(emissions, mask)
+            marginals = crf.marginals(emissions, mask)
             return paths, marginals.gather(2, paths.unsqueeze(2)).squeeze(2)
         probs = torch.softmax(emissions.float(), -1)
         conf, paths = probs.max(-1)
         return paths.masked_fill(~mask, 0), (conf * mask) if confidence else None
 
-    def nbest(self, emissions: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The n best tag paths [B, n, T] and their probabilities [B, n] (CRF only)."""
-        if self.crf is None:
+    def nbest(self, emissions: torch.Tensor, mask: torch.Tensor, n: int, crf: LinearChainCRF | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The n best tag paths [B, n, T] and their probabilities [B, n] (CRF only; `crf` as in `decode`)."""
+        crf = crf if crf is not None else self.crf
+        if crf is None:
             raise ConfigError("model.output", "n-best decoding needs the CRF output (model.output=crf)")
-        paths, scores = self.crf.nbest(emissions, mask, n)
-        log_z = self.crf.log_partition(emissions, mask)
+        paths, scores = crf.nbest(emissions, mask, n)
+        log_z = crf.log_partition(emissions, mask)
         return paths, torch.exp(scores - log_z.unsqueeze(1))
 
     # ---------------------------------------------------------------- pretrained vectors

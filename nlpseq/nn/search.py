@@ -28,6 +28,7 @@ Conventions shared by all searches:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -225,6 +226,22 @@ def sample(step_fn: StepFn, state: Any, bos: int | torch.Tensor, eos: int, max_l
         return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
     return _decode(step_fn, state, bos, eos, max_len, batch_size, draw, compact=False)
+
+
+def ensemble_step(steps: list[StepFn]) -> StepFn:
+    """The step function of several models searching together (an ensemble): each member advances its own
+    state (the search's state is the tuple of theirs) and the search reads the log of their mean next-token
+    probability. Members must share one output vocabulary."""
+    if len(steps) == 1:
+        return steps[0]
+    log_n = math.log(len(steps))
+
+    def step(tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        outs = [f(tokens, st) for f, st in zip(steps, state)]
+        log_probs = torch.logsumexp(torch.stack([lp for lp, _ in outs]), 0) - log_n
+        return log_probs, tuple(st for _, st in outs)
+
+    return step
 
 
 # ---- beam search ----

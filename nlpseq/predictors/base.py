@@ -29,9 +29,9 @@ class Predictor:
 
     @classmethod
     def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "Predictor":
-        """The predictor that combines several checkpoints of this task (`nlpseq.load([a, b, ...])`)."""
-        raise NlpseqError(f"{paths[0]}: {cls.task} checkpoints cannot be combined into an ensemble "
-                          f"(supported: sentiment, translation); load one checkpoint")
+        """The predictor that combines several checkpoints of this task (`nlpseq.load([a, b, ...])`); each task
+        checks that its members fit together."""
+        raise NlpseqError(f"{paths[0]}: {cls.task} checkpoints cannot be combined into an ensemble")
 
     def to(self, device) -> "Predictor":
         for m in self.members:

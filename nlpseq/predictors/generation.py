@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, TextIO
+from typing import Iterable, Sequence, TextIO
 
 import torch
 
 from nlpseq.data.files import parse_json
 from nlpseq.errors import ConfigError, DataError, check_choice, check_int
-from nlpseq.models.language_model import check_decoding, continuation_text
+from nlpseq.models.language_model import check_decoding, check_ensemble, continuation_text, generate_ids
 from nlpseq.predictors.base import Predictor, _chunks, json_line
 from nlpseq.text.tokenizer import UNK_ID
 
@@ -54,6 +54,13 @@ class Generation:
 
 class GenerationPredictor(Predictor):
     task = "generation"
+
+    @classmethod
+    def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "GenerationPredictor":
+        """Language models that generate together from the mean of their next-token probabilities; they must
+        share their tokenizer and conditions (`nlpseq.models.language_model.check_ensemble`)."""
+        check_ensemble(models, paths)
+        return cls(models[0], models[1:])
 
     # ---------------------------------------------------------------- inputs
     def _conditions(self, condition, n: int) -> tuple[list[str | None], torch.Tensor | None]:
@@ -90,7 +97,7 @@ class GenerationPredictor(Predictor):
     @torch.inference_mode()
     def _run(self, prompts: list[str], conds: list[str | None], cond_ids: torch.Tensor | None, batch_size: int,
              generator: torch.Generator | None, options: dict) -> list[Generation]:
-        model, tok = self.model, self.model.tokenizer
+        tok = self.model.tokenizer
         per_batch = max(1, batch_size // (options["num_samples"] if options["beam_size"] == 1 else 1))
         results: list[Generation] = []
         start, pending = 0, None
@@ -107,7 +114,7 @@ class GenerationPredictor(Predictor):
                 longest = max(longest, len(item[0]))
             stop = start + len(encoded)
             c = cond_ids[start:stop].to(self.device) if cond_ids is not None else None
-            out = model.generate_ids([ids for ids, _, _ in encoded], c, generator=generator, **options)
+            out = generate_ids(self.members, [ids for ids, _, _ in encoded], c, generator=generator, **options)
             scores, ended = out.scores.tolist(), out.ended.tolist()
             for i, (prompt, (ids, unknown, cut), hyps) in enumerate(zip(prompts[start:stop], encoded, out.tokens)):
                 texts = [continuation_text(tok, ids, h) for h in hyps]

@@ -15,10 +15,18 @@ the model's max_length) is tagged in pieces of at most that many words, cut afte
 sentence-final token (. ! ? ...) inside the limit where there is one, so memory stays bounded on a
 100,000-character text; the pieces' tags are joined back into one prediction. Batches hold at most
 `batch_size` sentences and MAX_BATCH_WORDS words.
+
+Ensembles: `nlpseq.load([a, b, ...])` tags with several taggers of the same labels (e.g. one recipe trained
+with different seeds). CRF members: their emission scores and their transition, start and end scores are
+averaged into one CRF (a product of the members' distributions, renormalised), which Viterbi decodes and whose
+marginals give the confidences. Softmax members: their per-word probabilities are averaged. Each member reads
+the words with its own vocabulary and characters.
 """
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence, TextIO
@@ -27,7 +35,7 @@ import torch
 
 from nlpseq.data.conll import DOCSTART, SEPARATORS, iter_column_sentences, split_columns
 from nlpseq.data.tagging import SpanReader, tokenize_text, tokens_with_offsets
-from nlpseq.errors import DataError, NlpseqError, check_choice, check_int
+from nlpseq.errors import CheckpointError, DataError, NlpseqError, check_choice, check_int
 from nlpseq.metrics.schemes import SCHEMES, canonical_scheme, convert, from_spans
 from nlpseq.predictors.base import Predictor, _chunks, batches_by_length, check_unicode, json_line
 
@@ -62,6 +70,49 @@ class NerPrediction:
 
 class NerPredictor(Predictor):
     task = "ner"
+
+    @classmethod
+    def ensemble(cls, models: Sequence[torch.nn.Module], paths: Sequence[str]) -> "NerPredictor":
+        """Taggers that tag together; they must share their labels (in the same order), tag scheme and output
+        kind (all CRF or all softmax)."""
+        first = models[0]
+        for model, path in zip(models[1:], paths[1:]):
+            for what, a, b in (("labels", model.labels, first.labels), ("tag scheme", model.scheme, first.scheme),
+                               ("output", "crf" if model.crf is not None else "softmax",
+                                "crf" if first.crf is not None else "softmax")):
+                if a != b:
+                    raise CheckpointError(f"{path}: its {what} ({a}) does not match that of {paths[0]} ({b}); taggers "
+                                          f"in an ensemble must share labels, scheme and output")
+        return cls(models[0], models[1:])
+
+    # ---------------------------------------------------------------- ensembles
+    def _crf(self):
+        """The CRF to decode with: the model's own, or for an ensemble the mean of the members' scores."""
+        if len(self.members) == 1 or self.model.crf is None:
+            return self.model.crf
+        crf = copy.deepcopy(self.model.crf)
+        with torch.no_grad():
+            for name in ("transitions", "start", "end", "transition_penalty", "start_penalty", "end_penalty"):
+                getattr(crf, name).copy_(torch.stack([getattr(m.crf, name) for m in self.members]).mean(0))
+        return crf
+
+    def _emissions(self, encoded: list, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Emission scores [B, T, K], mask [B, T] and lengths [B] of a batch: the model's, or for an ensemble the
+        mean of its CRF members' emissions, or the log of its softmax members' mean probabilities."""
+        device = self.device
+        each = []
+        for model, enc in zip(self.members, encoded):
+            batch = model.featurizer.collate(enc, rows)
+            lengths = batch["lengths"]
+            batch = {k: (v if k == "lengths" else v.to(device)) for k, v in batch.items()}
+            emissions, mask = model(batch)
+            each.append(emissions)
+        if len(each) == 1:
+            return each[0], mask, lengths
+        if self.model.crf is not None:
+            return torch.stack(each).float().mean(0), mask, lengths
+        log_probs = torch.stack([torch.log_softmax(e.float(), -1) for e in each])
+        return torch.logsumexp(log_probs, 0) - math.log(len(each)), mask, lengths
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, texts, pretokenized: bool | None) -> tuple[list[tuple[str, list[str], list]], bool]:
@@ -121,14 +172,13 @@ class NerPredictor(Predictor):
         pieces = [(i, a, b) for i, s in enumerate(sentences) if len(s) for a, b in _pieces(s, limit)]
         tagged: list[tuple[list[int], list[float]]] = [([], []) for _ in pieces]
         if pieces:
-            enc = model.featurizer.encode([sentences[i][a:b] for i, a, b in pieces])
-            device = self.device
-            for rows in batches_by_length(enc.lengths.tolist(), batch_size, MAX_BATCH_WORDS):
-                batch = model.featurizer.collate(enc, rows)
-                batch = {k: (v if k == "lengths" else v.to(device)) for k, v in batch.items()}
-                emissions, mask = model(batch)
-                paths, conf = model.decode(emissions, mask, confidence=True)
-                for r, n, p, c in zip(rows, batch["lengths"].tolist(), paths.tolist(), conf.float().tolist()):
+            words = [sentences[i][a:b] for i, a, b in pieces]
+            encoded = [m.featurizer.encode(words) for m in self.members]  # each member's own vocabulary
+            crf = self._crf()
+            for rows in batches_by_length(encoded[0].lengths.tolist(), batch_size, MAX_BATCH_WORDS):
+                emissions, mask, lengths = self._emissions(encoded, rows)
+                paths, conf = model.decode(emissions, mask, confidence=True, crf=crf)
+                for r, n, p, c in zip(rows, lengths.tolist(), paths.tolist(), conf.float().tolist()):
                     tagged[r] = (p[:n], c[:n])
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in sentences]
         for (i, _, _), (ids, conf) in zip(pieces, tagged):
@@ -175,10 +225,8 @@ class NerPredictor(Predictor):
         if n * len(toks) * k > MAX_NBEST_CELLS:
             raise NlpseqError(f"nbest: the {n} best taggings of {len(toks)} tokens need more memory than allowed "
                               f"({MAX_NBEST_CELLS} back-pointers); ask for fewer or pass a shorter sentence")
-        enc = model.featurizer.encode([toks])
-        batch = {k: (v if k == "lengths" else v.to(self.device)) for k, v in model.featurizer.collate(enc, [0]).items()}
-        emissions, mask = model(batch)
-        paths, probs = model.nbest(emissions, mask, n)
+        emissions, mask, _ = self._emissions([m.featurizer.encode([toks]) for m in self.members], [0])
+        paths, probs = model.nbest(emissions, mask, n, crf=self._crf())
         out = []
         for rank, (path, p) in enumerate(zip(paths[0].tolist(), probs[0].tolist())):
             if p <= 0 and rank:  # impossible under the CRF's constraints (the best may underflow to 0)

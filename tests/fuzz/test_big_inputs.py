@@ -52,13 +52,13 @@ def _record_calls(p, monkeypatch) -> list[tuple[int, int]]:
     elif p.task == "ner":
         inner = model.forward
         monkeypatch.setattr(model, "forward", lambda batch: calls.append(tuple(batch["case_ids"].shape)) or inner(batch))
-    elif p.task == "translation":
-        inner = model.generate
-        monkeypatch.setattr(model, "generate", lambda src, *a, **k: calls.append(tuple(src.shape)) or inner(src, *a, **k))
-    else:
-        inner = model.generate_ids
-        monkeypatch.setattr(model, "generate_ids", lambda prompts, *a, **k: calls.append(
-            (len(prompts), max(map(len, prompts), default=0))) or inner(prompts, *a, **k))
+    elif p.task == "translation":  # every search starts by encoding its batch of sources
+        inner = model.encode
+        monkeypatch.setattr(model, "encode", lambda src, *a, **k: calls.append(tuple(src.shape)) or inner(src, *a, **k))
+    else:  # the predictor's one entry into the model(s)
+        inner = gen_mod.generate_ids
+        monkeypatch.setattr(gen_mod, "generate_ids", lambda models, prompts, *a, **k: calls.append(
+            (len(prompts), max(map(len, prompts), default=0))) or inner(models, prompts, *a, **k))
     return calls
 
 
