@@ -10,6 +10,12 @@ and those files are scored with conlleval's counting (`nlpseq.metrics.spans`, 20
 inference speed of `nlpseq.load(ckpt).predict` on the test sentences (pre-tokenized) at batch 32 and
 batch 1; (4) training speed = the `train/tokens_per_sec` logged each epoch by the Throughput callback
 (words per second of training steps, validation excluded). Results go to <out>/results.json and are printed as markdown.
+
+    python tasks/ner/benchmark.py --ensemble RUN0 RUN1 RUN2 --out ENS   # score runs' best.ckpt, alone and together
+
+With --ensemble nothing is trained: each run's best checkpoint, then the ensemble of all of them
+(`ckpt=a,b,c`: one CRF with the members' averaged scores), tag dev and test through the predict CLI, scored
+as in step (2); inference speed of the ensemble as in step (3). Results go to <out>/ensemble.json.
 """
 from __future__ import annotations
 
@@ -79,14 +85,62 @@ def time_inference(ckpt: Path, sentences: list[list[str]], batch_size: int, limi
     return best
 
 
+def predict_and_score(ckpt: str, split_file: Path, target: Path, env: dict) -> dict:
+    """Tag a column file through the predict CLI (a predicted column appended) and score it like conlleval."""
+    from nlpseq.metrics.spans import format_table
+
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "nlpseq.predict", f"ckpt={ckpt}", f"input={split_file}",
+                    f"output={target}", "batch_size=32"], cwd=ROOT, env=env, check=True)
+    s = score_column_file(target)
+    return {"f1": round(s["f1"], 4), "precision": round(s["precision"], 4), "recall": round(s["recall"], 4),
+            "accuracy": round(s["accuracy"], 4), "per_type": {t: round(v["f1"], 4) for t, v in s["per_type"].items()},
+            "predict_cli_s": round(time.time() - t0, 1), "table": format_table(s)}
+
+
+def score_ensemble(runs: list[Path], out: Path, threads: int | None) -> int:
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if threads:
+        env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)
+    ckpts = [run / "checkpoints" / "best.ckpt" for run in runs]
+    missing = [str(c) for c in ckpts if not c.is_file()]
+    if missing:
+        print(f"error: no checkpoint at {', '.join(missing)}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU",
+                     "threads": threads or "default", "runs": [str(r) for r in runs], "members": [], "ensemble": {}}
+    for i, ckpt in enumerate([*map(str, ckpts), ",".join(map(str, ckpts))]):
+        scores = {split: predict_and_score(ckpt, DATA / name, out / f"{'ensemble' if i == len(ckpts) else i}.{split}.conll", env)
+                  for split, name in (("dev", "eng.testa"), ("test", "eng.testb"))}
+        if i < len(ckpts):
+            results["members"].append({"ckpt": ckpt, **{k: v["f1"] for k, v in scores.items()}})
+        else:
+            results["ensemble"] = scores
+        print(f"{'ensemble' if i == len(ckpts) else ckpt}: dev F1 {scores['dev']['f1']:.4f}, test F1 {scores['test']['f1']:.4f}")
+    sentences = read_sentences(DATA / "eng.testb")
+    results["ensemble"]["inference_sentences_per_s"] = {
+        "batch_32": round(time_inference([str(c) for c in ckpts], sentences, 32, None)),
+        "batch_1": round(time_inference([str(c) for c in ckpts], sentences, 1, 500, repeats=1))}
+    (out / "ensemble.json").write_text(json.dumps(results, indent=2))
+    for split in ("dev", "test"):
+        print(f"\nensemble, {split}:\n{results['ensemble'][split]['table']}")
+    print(json.dumps(results["ensemble"]["inference_sentences_per_s"]))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="outputs/ner_benchmark", help="run directory (must not hold a run)")
     ap.add_argument("--minutes", type=float, default=None, help="training wall-time cap (Lightning max_time)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (OMP_NUM_THREADS) for all steps")
     ap.add_argument("--skip-train", action="store_true", help="reuse the checkpoint already in --out")
+    ap.add_argument("--ensemble", nargs="+", metavar="RUN", help="score these run directories' best.ckpt, alone and "
+                    "as one ensemble, instead of training")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the training run")
     args = ap.parse_args()
+    if args.ensemble:
+        return score_ensemble([Path(r).resolve() for r in args.ensemble], Path(args.out).resolve(), args.threads)
     out = Path(args.out).resolve()
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if args.threads:
@@ -125,18 +179,7 @@ def main() -> int:
 
     # (2) dev and test through the predict CLI, scored like conlleval
     for split, name in (("dev", "eng.testa"), ("test", "eng.testb")):
-        target = out / f"{split}.pred.conll"
-        t0 = time.time()
-        subprocess.run([sys.executable, "-m", "nlpseq.predict", f"ckpt={ckpt}", f"input={DATA / name}",
-                        f"output={target}", "batch_size=32"], cwd=ROOT, env=env, check=True)
-        s = score_column_file(target)
-        results[split] = {"f1": round(s["f1"], 4), "precision": round(s["precision"], 4),
-                          "recall": round(s["recall"], 4), "accuracy": round(s["accuracy"], 4),
-                          "per_type": {t: round(v["f1"], 4) for t, v in s["per_type"].items()},
-                          "predict_cli_s": round(time.time() - t0, 1)}
-        from nlpseq.metrics.spans import format_table
-
-        results[split]["table"] = format_table(s)
+        results[split] = predict_and_score(str(ckpt), DATA / name, out / f"{split}.pred.conll", env)
 
     # (3) inference speed
     sentences = read_sentences(DATA / "eng.testb")
