@@ -8,6 +8,10 @@
       alternated --repeats times so load on a shared machine hits both alike
   python tasks/generation/benchmark.py sampling --ckpt CKPT
       sampling tokens/s: one prompt, and 64 samples in one batch; greedy and beam 5
+  python tasks/generation/benchmark.py ensemble --ckpt A B [...] [--text FILE] [--start 0.9]
+      held-out loss (nats/char) of each checkpoint and of their ensemble (the mean of the members'
+      next-token probabilities, as `nlpseq.load([A, B])` samples from): the text from --start (a fraction
+      of its characters; 0.9 = the recipes' validation split) read as one stream after <s>, state carried
 """
 from __future__ import annotations
 
@@ -162,6 +166,30 @@ def sampling(ckpt: str) -> None:
     print(gen.generate("ROMEO:", max_new_tokens=400, temperature=0.8, top_p=0.9, seed=1))
 
 
+def ensemble(ckpts: list[str], text_path: Path, start: float, window: int = 2048) -> None:
+    import nlpseq
+    from nlpseq.text.tokenizer import BOS_ID
+
+    members = nlpseq.load(ckpts).members  # one tokenizer for all (checked)
+    text = text_path.read_text(encoding="utf-8")
+    held = text[int(len(text) * start):]
+    seq = torch.tensor([BOS_ID, *members[0].tokenizer.hf.encode(held, add_special_tokens=False).ids])
+    per_member = []  # log-probability of every held-out token, per member
+    with torch.inference_mode():
+        for model in members:
+            state, out = None, []
+            for a in range(0, len(seq) - 1, window):
+                targets = seq[a + 1:a + 1 + window]
+                logits, state = model(seq[a:a + len(targets)][None], state)
+                out.append(torch.log_softmax(logits[0].float(), -1).gather(1, targets[:, None])[:, 0])
+            per_member.append(torch.cat(out))
+    print(f"{len(seq) - 1:,} held-out characters of {text_path} from {start:.0%}")
+    for ckpt, lp in zip(ckpts, per_member):
+        print(f"  {-lp.mean():.4f} nats/char  {ckpt}")
+    mixed = torch.logsumexp(torch.stack(per_member), 0) - math.log(len(per_member))
+    print(f"  {-mixed.mean():.4f} nats/char  ensemble of {len(per_member)} ({-mixed.mean() / math.log(2):.3f} bits/char)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -173,12 +201,18 @@ def main() -> None:
     t.add_argument("--repeats", type=int, default=2)
     s = sub.add_parser("sampling")
     s.add_argument("--ckpt", required=True)
+    e = sub.add_parser("ensemble")
+    e.add_argument("--ckpt", nargs="+", required=True)
+    e.add_argument("--text", type=Path, default=ROOT.parent / "shared" / "data" / "generation" / "tinyshakespeare" / "input.txt")
+    e.add_argument("--start", type=float, default=0.9)
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.cmd == "report":
         report(args.run)
     elif args.cmd == "throughput":
         throughput(args.experiment, args.steps, args.repeats)
+    elif args.cmd == "ensemble":
+        ensemble(args.ckpt, args.text, args.start)
     else:
         sampling(args.ckpt)
 
