@@ -1,4 +1,10 @@
-"""Text classification data (sentiment): labelled TSV/CSV/JSONL files or a hub dataset."""
+"""Text classification data (sentiment): labelled TSV/CSV/JSONL files or a hub dataset.
+
+With `char_features` on (the sentiment config turns it on when `model.char_encoder` is set), every token also
+gets the characters of its surface form, so words outside the vocabulary (which all share <unk>) keep their
+spelling: each split's distinct surfaces are spelled into character ids once, and a batch carries the
+characters of its distinct words only (`char_ids` [U, L], `char_lengths` [U], `word_chars` [B, T]), as NER's do.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +12,8 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -13,10 +21,11 @@ import torch
 
 from nlpseq.data import example_store
 from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
-from nlpseq.data.collate import pad_ids
+from nlpseq.data.collate import gather_ragged, pad_ids
 from nlpseq.data.files import resolve
 from nlpseq.data.tables import iter_table, load_hub_table, load_table, to_dataset
-from nlpseq.errors import ConfigError, DataError, check_float
+from nlpseq.data.tagging import MAX_WORD_CHARS, char_vocab_from_counts
+from nlpseq.errors import ConfigError, DataError, check_choice, check_float
 from nlpseq.text.labels import LabelVocab
 from nlpseq.text.tokenizer import UNK_ID, TextTokenizer, build_tokenizer
 from nlpseq.utils.dist import is_worker_process
@@ -33,6 +42,8 @@ class ClassificationDataModule(TextDataModule):
     `out_of_core` (auto | true | false): the training file is streamed, never held whole: one pass builds the
     vocabulary, one encodes it in chunks to `<run>/cache` (nlpseq.data.example_store), training reads it by
     memmap; batches are identical to the in-memory path. auto: a local training file over 256 MB.
+    `char_features` (none | cnn | lstm, or a bool; the config passes `model.char_encoder.kind`): batches also
+    carry each token's characters; the characters of the training text travel in the checkpoint.
     """
 
     def __init__(self, train: str | None = None, validation: str | None = None, test: str | None = None,
@@ -41,7 +52,7 @@ class ClassificationDataModule(TextDataModule):
                  tokenizer: dict | None = None, max_length: int | None = None, val_fraction: float = 0.1,
                  batch_size: int = 32, eval_batch_size: int = 128, max_tokens: int | None = None,
                  num_workers: int = 0, bucket_pool: int = 50, seed: int = 0, out_of_core: str | bool = "auto",
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, char_features: str | bool | None = False):
         super().__init__(batch_size, eval_batch_size, max_tokens, num_workers, bucket_pool, seed, pin_memory)
         self.paths = {"train": train, "validation": validation, "test": test}
         self._set_hub(hub)
@@ -52,8 +63,13 @@ class ClassificationDataModule(TextDataModule):
         self.val_fraction = check_float("data.val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         if not self.hub.get("name") and not train:
             raise ConfigError("data.train", "no training data: set data.train to a file or data.hub.name to a hub dataset")
+        self.char_features = _char_flag(char_features)
+        if self.char_features and self.out_of_core is True:
+            raise ConfigError("data.out_of_core", "character features (model.char_encoder) need the training file "
+                                                  "in memory: set data.out_of_core=false or model.char_encoder=null")
         self.tokenizer: TextTokenizer | None = None
         self.labels: LabelVocab | None = None
+        self.chars: list[str] | None = None
         self.raw: dict = {}
 
     # ---- reading
@@ -75,7 +91,7 @@ class ClassificationDataModule(TextDataModule):
     def _use_out_of_core(self) -> bool:
         if self.out_of_core != "auto":
             return self.out_of_core
-        return (not self.hub.get("name") and bool(self.paths["train"])
+        return (not self.char_features and not self.hub.get("name") and bool(self.paths["train"])
                 and resolve(self.paths["train"]).stat().st_size > example_store.AUTO_BYTES)
 
     def _train_rows(self, heldout: list | None = None) -> Iterator[dict]:
@@ -140,21 +156,28 @@ class ClassificationDataModule(TextDataModule):
         if train_only_for_vocab:
             self.tokenizer = build_tokenizer(self.raw["train"]["text"], **self.tokenizer_cfg)
             self.labels = LabelVocab.from_data(self.raw["train"]["label"])
-            log.info("vocabulary: %d tokens (%s), labels: %s", self.tokenizer.vocab_size, self.tokenizer.kind,
-                     self.labels.labels)
+            if self.char_features:
+                self.chars = text_chars(self.tokenizer, self.raw["train"]["text"])
+            log.info("vocabulary: %d tokens (%s)%s, labels: %s", self.tokenizer.vocab_size, self.tokenizer.kind,
+                     f", {len(self.chars)} characters" if self.chars else "", self.labels.labels)
 
     def vocab_settings(self) -> dict:
-        return {"tokenizer": self.tokenizer_cfg, "train": str(self.paths["train"]), "hub": self.hub}
+        return {"tokenizer": self.tokenizer_cfg, "train": str(self.paths["train"]), "hub": self.hub,
+                "char_features": self.char_features}
 
     def dump_vocab(self) -> dict:
-        return {"tokenizer": self.tokenizer.to_json(), "labels": self.labels.labels}
+        return {"tokenizer": self.tokenizer.to_json(), "labels": self.labels.labels, "chars": self.chars}
 
     def load_vocab(self, vocab: dict) -> None:
         self.tokenizer = TextTokenizer.from_json(vocab["tokenizer"])
         self.labels = LabelVocab(vocab["labels"])
+        self.chars = vocab.get("chars")
 
     def model_inputs(self) -> dict:
-        return {"tokenizer": self.tokenizer.to_json(), "labels": list(self.labels.labels)}
+        inputs = {"tokenizer": self.tokenizer.to_json(), "labels": list(self.labels.labels)}
+        if self.chars:
+            inputs["chars"] = list(self.chars)
+        return inputs
 
     # ---- encoding, once
     def _label_ids(self, labels: Sequence[str], lines: Sequence[int], where) -> np.ndarray:
@@ -169,12 +192,12 @@ class ClassificationDataModule(TextDataModule):
     def encode_splits(self) -> None:
         if "train" not in self.raw:  # out of core
             store = self._encode_train_store()
-            self.splits["train"] = _classification_dataset(store.ragged["text"], store.fixed["labels"])
+            self.splits["train"] = _classification_dataset(Encoded(store.ragged["text"]), store.fixed["labels"])
         for split, ds in self.raw.items():
             where = self.paths.get(split) or f"hub:{self.hub.get('name')}/{split}"
             labels = self._label_ids(ds["label"], ds["line"], where)
-            ids = encode_texts(self.tokenizer, ds["text"], self.max_length)
-            self.splits[split] = _classification_dataset(ids, labels)
+            enc = encode_classification(self.tokenizer, ds["text"], self.max_length, self.chars)
+            self.splits[split] = _classification_dataset(enc, labels)
 
     def _encode_train_store(self) -> example_store.Store:
         """The training file encoded to `<run>/cache/train.examples.*` (reused while its key matches)."""
@@ -203,6 +226,12 @@ class ClassificationDataModule(TextDataModule):
         return repeat_to(self.raw["validation"]["text"] if "validation" in self.raw else [], n)
 
 
+def _char_flag(value) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    return check_choice("data.char_features", value, ("none", "cnn", "lstm")) != "none"
+
+
 def encode_seqs(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
     """Token ids per text; an empty text becomes one <unk> (every sequence needs a length >= 1)."""
     seqs = tokenizer.encode_batch(texts)
@@ -213,11 +242,86 @@ def encode_texts(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int
     return RaggedArray(encode_seqs(tokenizer, texts, max_length))
 
 
-def _classification_dataset(ids: RaggedArray, labels: np.ndarray) -> EncodedDataset:
-    """Batches of (ids, lengths, labels); `labels` may be a read-only memmap (out of core): rows are copied."""
+def text_chars(tokenizer: TextTokenizer, texts: Sequence[str]) -> list[str]:
+    """The character list of `texts` as the tokenizer normalises them (<pad>, <unk>, then most frequent first);
+    whitespace never reaches a token, so it is left out."""
+    counts: Counter[str] = Counter()
+    norm = tokenizer.hf.normalizer
+    for text in texts:
+        counts.update(norm.normalize_str(text) if norm is not None else text)
+    for c in [c for c in counts if c.isspace()]:
+        del counts[c]
+    return char_vocab_from_counts(counts)
+
+
+@dataclass
+class Encoded:
+    """Token ids per text; with characters, also each token's row in `type_chars` (the spelled distinct
+    surface forms of these texts)."""
+    ids: RaggedArray
+    types: RaggedArray | None = None
+    type_chars: RaggedArray | None = None
+
+
+def encode_classification(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None,
+                          chars: Sequence[str] | None = None) -> Encoded:
+    """`encode_texts`, plus each token's characters when `chars` is given: the surface form of the token in
+    the text (normalised as the tokenizer does: lower-cased if it lower-cases), spelled with `chars`
+    (unknown characters -> 1) up to MAX_WORD_CHARS; an empty text's one <unk> is spelled as one unknown
+    character."""
+    if not chars:
+        return Encoded(encode_texts(tokenizer, texts, max_length))
+    encodings = tokenizer.hf.encode_batch(list(texts), add_special_tokens=False)  # with offsets
+    norm = tokenizer.hf.normalizer
+    index = {c: i for i, c in enumerate(chars)}
+    raw: dict[str, int] = {}      # surface as written -> type (normalised surfaces: one type each)
+    words: dict[str, int] = {}
+    spelled: list[list[int]] = []
+
+    def word_type(surface: str) -> int:
+        word = norm.normalize_str(surface) if norm is not None else surface
+        if word not in words:
+            words[word] = len(spelled)
+            spelled.append([index.get(c, 1) for c in word[:MAX_WORD_CHARS]] or [1])
+        return raw.setdefault(surface, words[word])
+
+    seqs, types = [], []
+    for text, e in zip(texts, encodings):
+        ids, offsets = e.ids, e.offsets
+        if max_length:
+            ids, offsets = ids[:max_length], offsets[:max_length]
+        if not ids:
+            ids, offsets = [UNK_ID], [(0, 0)]
+        seqs.append(ids)
+        # strip: a subword's offsets can take in the space before it (BPE's metaspace)
+        types.append([raw[w] if (w := text[a:b].strip()) in raw else word_type(w) for a, b in offsets])
+    return Encoded(RaggedArray(seqs), RaggedArray(types), RaggedArray(spelled))
+
+
+def classification_batch(enc: Encoded, rows: Sequence[int]) -> dict:
+    """input_ids [B, T] and lengths [B] of texts `rows`; with characters also char_ids [U, L] and char_lengths
+    [U] of the U distinct surfaces in the batch and word_chars [B, T] (each token's row in them)."""
+    ids, lengths = pad_ids([enc.ids[i] for i in rows])
+    batch = {"input_ids": ids, "lengths": lengths}
+    if enc.types is not None:
+        types, _ = gather_ragged(enc.types, np.asarray(rows, dtype=np.int64), pad=-1)
+        valid = types >= 0
+        uniq, inverse = np.unique(types[valid], return_inverse=True)
+        word_chars = np.zeros(types.shape, dtype=np.int64)
+        word_chars[valid] = inverse
+        char_ids, char_lengths = gather_ragged(enc.type_chars, uniq)
+        batch.update(char_ids=torch.from_numpy(char_ids), char_lengths=torch.from_numpy(char_lengths),
+                     word_chars=torch.from_numpy(word_chars))
+    return batch
+
+
+def _classification_dataset(enc: Encoded, labels: np.ndarray) -> EncodedDataset:
+    """Batches of `classification_batch` + labels; `labels` may be a read-only memmap (out of core): rows are
+    copied."""
 
     def collate(indices: list[int]) -> dict:
-        tokens, lengths = pad_ids([ids[i] for i in indices])
-        return {"input_ids": tokens, "lengths": lengths, "labels": torch.from_numpy(labels[indices].astype(np.int64))}
+        batch = classification_batch(enc, indices)
+        batch["labels"] = torch.from_numpy(labels[indices].astype(np.int64))
+        return batch
 
-    return EncodedDataset(len(ids), ids.lengths, collate)
+    return EncodedDataset(len(enc.ids), enc.ids.lengths, collate)

@@ -1,4 +1,4 @@
-"""Padding a list of id sequences into a batch tensor plus lengths and mask."""
+"""Padding id sequences (lists or RaggedArray rows) into batch tensors plus lengths and mask."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,3 +21,15 @@ def pad_ids(seqs: Sequence[Sequence[int]] | Sequence[np.ndarray], pad_id: int = 
 def lengths_to_mask(lengths: torch.Tensor, width: int | None = None) -> torch.Tensor:
     width = int(lengths.max()) if width is None else width
     return torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def gather_ragged(ragged, rows: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a RaggedArray padded into a matrix [len(rows), longest] and their lengths, with numpy."""
+    lengths = ragged.lengths[rows].astype(np.int64, copy=False)  # int64 from any store (int32 lengths, uint8 ids)
+    width = max(int(lengths.max(initial=0)), 1)
+    cols = np.arange(width)
+    valid = cols[None, :] < lengths[:, None]
+    index = np.where(valid, ragged.offsets[rows][:, None] + cols[None, :], 0)
+    if ragged.flat.size == 0:
+        return np.full(valid.shape, pad, dtype=np.int64), lengths
+    return np.where(valid, ragged.flat[index], pad).astype(np.int64, copy=False), lengths

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from nlpseq.data import example_store
 from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
+from nlpseq.data.collate import gather_ragged
 from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert, convert_all, detect_format, detect_scheme,
                                iter_tagged, load_hub_tagged, read_tagged)
 from nlpseq.data.files import resolve
@@ -253,18 +254,6 @@ class EncodedWords:
     type_pieces: RaggedArray | None  # [W] subword ids (subword kinds)
 
 
-def _gather_ragged(ragged: RaggedArray, rows: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a RaggedArray padded into a matrix [len(rows), longest] and their lengths, with numpy."""
-    lengths = ragged.lengths[rows].astype(np.int64, copy=False)  # int64 from any store (int32 lengths, uint8 ids)
-    width = max(int(lengths.max(initial=0)), 1)
-    cols = np.arange(width)
-    valid = cols[None, :] < lengths[:, None]
-    index = np.where(valid, ragged.offsets[rows][:, None] + cols[None, :], 0)
-    if ragged.flat.size == 0:
-        return np.full(valid.shape, pad, dtype=np.int64), lengths
-    return np.where(valid, ragged.flat[index], pad).astype(np.int64, copy=False), lengths
-
-
 class TaggingFeaturizer:
     """Lists of words -> the arrays a `SequenceTagger` reads. Built from checkpoint values only."""
 
@@ -340,7 +329,7 @@ class TaggingFeaturizer:
         uniq, inverse = np.unique(word_types[valid], return_inverse=True)
         word_chars = np.zeros_like(word_types)
         word_chars[valid] = inverse
-        char_ids, char_lengths = _gather_ragged(enc.type_chars, uniq)
+        char_ids, char_lengths = gather_ragged(enc.type_chars, uniq)
         batch = {
             "lengths": torch.from_numpy(lengths),
             "case_ids": torch.from_numpy(np.where(valid, enc.type_case[word_types], 0)),

@@ -8,8 +8,8 @@ run in bounded memory.
 
 Ensembles: `nlpseq.load([a, b, c])` averages the class probabilities of several sentiment checkpoints
 (e.g. the same recipe trained with different seeds). The members must have the same labels (in any
-order); each reads the text with its own tokenizer, and members whose tokenizers are identical share
-one encoding of the batch.
+order); each reads the text with its own tokenizer (and characters), and members whose tokenizers and
+character lists are identical share one encoding of the batch.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from typing import Sequence
 
 import torch
 
-from nlpseq.data.classification import encode_texts
-from nlpseq.data.collate import pad_ids
+from nlpseq.data.classification import classification_batch, encode_classification
 from nlpseq.errors import CheckpointError, check_int
 from nlpseq.predictors.base import Predictor, batches_by_length
 
@@ -40,10 +39,11 @@ class SentimentPredictor(Predictor):
         super().__init__(model, others)
         labels = self.model.labels
         # per member, where each of the first member's labels sits in its own output; members grouped by
-        # tokenizer so that a batch is encoded and padded once per distinct tokenizer
-        groups: dict[str, list[tuple[torch.nn.Module, list[int]]]] = {}
+        # tokenizer and characters so that a batch is encoded and padded once per distinct pair
+        groups: dict[tuple, list[tuple[torch.nn.Module, list[int]]]] = {}
         for m in self.members:
-            groups.setdefault(m.tokenizer.to_json(), []).append((m, [m.labels.index(lab) for lab in labels]))
+            key = (m.tokenizer.to_json(), tuple(getattr(m, "chars", None) or ()))
+            groups.setdefault(key, []).append((m, [m.labels.index(lab) for lab in labels]))
         self._groups = list(groups.values())
 
     @classmethod
@@ -64,12 +64,14 @@ class SentimentPredictor(Predictor):
         labels = self.model.labels
         probs = torch.zeros(len(texts), len(labels))
         for group in self._groups:
-            ids = encode_texts(group[0][0].tokenizer, texts)
-            for batch in batches_by_length(ids.lengths.tolist(), batch_size, MAX_BATCH_TOKENS):
-                tokens, lengths = pad_ids([ids[i] for i in batch])
-                tokens = tokens.to(self.device)
+            first = group[0][0]
+            enc = encode_classification(first.tokenizer, texts, chars=getattr(first, "chars", None))
+            for batch in batches_by_length(enc.ids.lengths.tolist(), batch_size, MAX_BATCH_TOKENS):
+                inputs = {k: v.to(self.device) if k != "lengths" else v
+                          for k, v in classification_batch(enc, batch).items()}
                 for model, order in group:
-                    member = torch.softmax(model(tokens, lengths).float(), -1).cpu()
+                    logits = model(inputs["input_ids"], inputs["lengths"], inputs)
+                    member = torch.softmax(logits.float(), -1).cpu()
                     probs[batch] += member[:, order] if len(self.members) > 1 else member
         if len(self.members) > 1:
             probs /= len(self.members)

@@ -48,7 +48,7 @@ def _record_calls(p, monkeypatch) -> list[tuple[int, int]]:
     model = p.model
     if p.task == "sentiment":
         inner = model.forward
-        monkeypatch.setattr(model, "forward", lambda ids, lengths: calls.append(tuple(ids.shape)) or inner(ids, lengths))
+        monkeypatch.setattr(model, "forward", lambda ids, lengths, *a: calls.append(tuple(ids.shape)) or inner(ids, lengths, *a))
     elif p.task == "ner":
         inner = model.forward
         monkeypatch.setattr(model, "forward", lambda batch: calls.append(tuple(batch["case_ids"].shape)) or inner(batch))
