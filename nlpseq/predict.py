@@ -61,13 +61,16 @@ def _parse_value(text: str):
         return text
 
 
-def parse_args(argv: list[str]) -> dict:
+RAW_KEYS = ("ckpt", "input", "output", "device")  # options whose values are taken as written (paths, names)
+
+
+def parse_args(argv: list[str], raw: tuple[str, ...] = RAW_KEYS) -> dict:
     args = {}
     for arg in argv:
         if "=" not in arg:
             raise ConfigError(arg, f"expected key=value\n{USAGE}")
         key, value = arg.split("=", 1)
-        args[key.strip()] = value if key in ("ckpt", "input", "output", "device") else _parse_value(value)
+        args[key.strip()] = value if key in raw else _parse_value(value)
     return args
 
 
