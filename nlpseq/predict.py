@@ -47,6 +47,8 @@ def _load_ensemble(paths: list[str], map_location):
 
 def _ckpt_paths(value: str) -> str | list[str]:
     """ckpt=PATH, or ckpt=A,B,... for an ensemble (a path that exists as written is never split)."""
+    if "\0" in value:
+        raise ConfigError("ckpt", f"not a path: {value!r} holds a NUL character")
     if "," not in value or Path(value).exists():
         return value
     return [p for p in (part.strip() for part in value.split(",")) if p]

@@ -67,6 +67,10 @@ def test_bad_ensembles_are_one_line_errors(members, tmp_path):
     with pytest.raises(CheckpointError, match=r"lm\.ckpt: a generation checkpoint cannot join an ensemble of "
                                               r"sentiment"):
         nlpseq.load([members[0], lm])
+    from nlpseq.predict import _ckpt_paths
+
+    with pytest.raises(ConfigError, match="ckpt: not a path.*NUL"):
+        _ckpt_paths(f"{members[0]},x\0")
 
 
 def test_predict_cli_takes_comma_separated_checkpoints(members, tmp_path, cli):

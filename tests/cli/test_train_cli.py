@@ -57,6 +57,11 @@ def test_console_script_routes_predict(trained_sentiment, tmp_path):
     proc = subprocess.run([exe, "predict", f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", "input=-"],
                           input="good film\n", capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and '"label"' in proc.stdout
+    data = tmp_path / "dev.tsv"
+    data.write_text("text\tlabel\ngood film\tpositive\nbad film\tnegative\n")
+    proc = subprocess.run([exe, "evaluate", f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}",
+                           f"data={data}", "output=-"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and '"accuracy"' in proc.stdout, proc.stderr[-2000:]
 
 
 def test_sweep_runs_four_jobs_and_prints_one_table(tmp_path, cli):
