@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,9 +64,6 @@ class ClassificationDataModule(TextDataModule):
         if not self.hub.get("name") and not train:
             raise ConfigError("data.train", "no training data: set data.train to a file or data.hub.name to a hub dataset")
         self.char_features = _char_flag(char_features)
-        if self.char_features and self.out_of_core is True:
-            raise ConfigError("data.out_of_core", "character features (model.char_encoder) need the training file "
-                                                  "in memory: set data.out_of_core=false or model.char_encoder=null")
         self.tokenizer: TextTokenizer | None = None
         self.labels: LabelVocab | None = None
         self.chars: list[str] | None = None
@@ -91,7 +88,7 @@ class ClassificationDataModule(TextDataModule):
     def _use_out_of_core(self) -> bool:
         if self.out_of_core != "auto":
             return self.out_of_core
-        return (not self.char_features and not self.hub.get("name") and bool(self.paths["train"])
+        return (not self.hub.get("name") and bool(self.paths["train"])
                 and resolve(self.paths["train"]).stat().st_size > example_store.AUTO_BYTES)
 
     def _train_rows(self, heldout: list | None = None) -> Iterator[dict]:
@@ -119,15 +116,18 @@ class ClassificationDataModule(TextDataModule):
             self._heldout = example_store.heldout_mask(n, self.val_fraction, self.seed)
         heldout, started = [], time.perf_counter()
         if train_only_for_vocab:
-            labels = set()
+            labels, chars = set(), Counter()
 
             def texts() -> Iterator[str]:
                 for row in self._train_rows(heldout):
                     labels.add(row["label"])
+                    if self.char_features:
+                        chars.update(row["text"])
                     yield row["text"]
 
             self.tokenizer = build_tokenizer(texts(), **self.tokenizer_cfg)
             self.labels = LabelVocab.from_data(labels)
+            self.chars = char_list(self.tokenizer, chars) if self.char_features else None
             log.info("vocabulary: %d tokens (%s), labels: %s; one streaming pass in %.1f s", self.tokenizer.vocab_size,
                      self.tokenizer.kind, self.labels.labels, time.perf_counter() - started)
         elif self._heldout is not None:
@@ -157,7 +157,7 @@ class ClassificationDataModule(TextDataModule):
             self.tokenizer = build_tokenizer(self.raw["train"]["text"], **self.tokenizer_cfg)
             self.labels = LabelVocab.from_data(self.raw["train"]["label"])
             if self.char_features:
-                self.chars = text_chars(self.tokenizer, self.raw["train"]["text"])
+                self.chars = char_list(self.tokenizer, count_chars(self.raw["train"]["text"]))
             log.info("vocabulary: %d tokens (%s)%s, labels: %s", self.tokenizer.vocab_size, self.tokenizer.kind,
                      f", {len(self.chars)} characters" if self.chars else "", self.labels.labels)
 
@@ -191,16 +191,16 @@ class ClassificationDataModule(TextDataModule):
 
     def encode_splits(self) -> None:
         if "train" not in self.raw:  # out of core
-            store = self._encode_train_store()
-            self.splits["train"] = _classification_dataset(Encoded(store.ragged["text"]), store.fixed["labels"])
+            self.splits["train"] = self._encode_train_store()
         for split, ds in self.raw.items():
             where = self.paths.get(split) or f"hub:{self.hub.get('name')}/{split}"
             labels = self._label_ids(ds["label"], ds["line"], where)
             enc = encode_classification(self.tokenizer, ds["text"], self.max_length, self.chars)
             self.splits[split] = _classification_dataset(enc, labels)
 
-    def _encode_train_store(self) -> example_store.Store:
-        """The training file encoded to `<run>/cache/train.examples.*` (reused while its key matches)."""
+    def _encode_train_store(self) -> EncodedDataset:
+        """The training file encoded to `<run>/cache/train.examples.*` (token ids and labels; with characters
+        also each token's row in `train.types.*`, the spelled distinct surfaces), reused while the key matches."""
         if self.cache_dir is None:  # no run directory (tests, benchmarks): a folder removed with the module
             self._tmp = tempfile.TemporaryDirectory(prefix="nlpseq-examples-")
             self.cache_dir = Path(self._tmp.name)
@@ -209,17 +209,47 @@ class ClassificationDataModule(TextDataModule):
                "columns": [self.text_column, self.label_column, self.format], "max_length": self.max_length,
                "heldout": None if self._heldout is None else [self.val_fraction, self.seed],
                "tokenizer": hashlib.sha256(self.tokenizer.to_json().encode("utf-8")).hexdigest(),
-               "labels": list(self.labels.labels)}
+               "labels": list(self.labels.labels), "chars": self.chars}
         dtype = example_store.id_dtype(self.tokenizer.vocab_size)
+        ragged = {"text": dtype} | ({"types": np.uint32} if self.chars else {})
+        char_dtype = example_store.id_dtype(len(self.chars)) if self.chars else None
 
-        def write(writer: example_store.StoreWriter) -> None:
+        def write_types(speller: Speller):
+            def write(writer: example_store.StoreWriter) -> None:
+                for chunk in example_store.batched(speller.spelled, 65536):
+                    writer.add({"chars": example_store.flatten(chunk, char_dtype)}, {})
+            return write
+
+        def write(writer: example_store.StoreWriter) -> dict | None:
+            speller = Speller(self.tokenizer, self.chars) if self.chars else None
             for rows in example_store.batched(self._train_rows()):
                 labels = self._label_ids([r["label"] for r in rows], [r["line"] for r in rows], self.paths["train"])
-                seqs = encode_seqs(self.tokenizer, [r["text"] for r in rows], self.max_length)
-                writer.add({"text": example_store.flatten(seqs, dtype)}, {"labels": labels})
+                texts = [r["text"] for r in rows]
+                if speller is None:
+                    writer.add({"text": example_store.flatten(encode_seqs(self.tokenizer, texts, self.max_length),
+                                                              dtype)}, {"labels": labels})
+                    continue
+                seqs, types = speller.encode(texts, self.max_length)
+                writer.add({"text": example_store.flatten(seqs, dtype),
+                            "types": example_store.flatten(types, np.uint32)}, {"labels": labels})
+            if speller is None:
+                return None
+            # the table is written before this store's manifest: a store that opens has its table
+            example_store.build_store(self.cache_dir, "train.types", key, {"chars": char_dtype}, {},
+                                      write_types(speller))
+            return {"distinct_words": len(speller.spelled)}
 
-        return example_store.build_store(self.cache_dir, "train.examples", key, {"text": dtype}, {"labels": np.int64},
-                                         write, wait=is_worker_process())
+        if self.chars and not is_worker_process() and \
+                example_store.open_store(self.cache_dir, "train.types", key) is None:
+            # no table (a run stopped between the two stores): encode both again; workers wait for the first process
+            (self.cache_dir / "train.examples.json").unlink(missing_ok=True)
+        store = example_store.build_store(self.cache_dir, "train.examples", key, ragged, {"labels": np.int64},
+                                          write, wait=is_worker_process())
+        enc = Encoded(store.ragged["text"])
+        if self.chars:
+            table = example_store.open_store(self.cache_dir, "train.types", key)
+            enc = Encoded(store.ragged["text"], store.ragged["types"], table.ragged["chars"])
+        return _classification_dataset(enc, store.fixed["labels"])
 
     def bench_inputs(self, n: int) -> list[str]:
         """Validation texts (repeated up to n) for nlpseq.bench's inference timing."""
@@ -242,16 +272,28 @@ def encode_texts(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int
     return RaggedArray(encode_seqs(tokenizer, texts, max_length))
 
 
-def text_chars(tokenizer: TextTokenizer, texts: Sequence[str]) -> list[str]:
-    """The character list of `texts` as the tokenizer normalises them (<pad>, <unk>, then most frequent first);
-    whitespace never reaches a token, so it is left out."""
-    counts: Counter[str] = Counter()
-    norm = tokenizer.hf.normalizer
+def count_chars(texts: Iterable[str], counts: Counter | None = None) -> Counter:
+    """Characters of `texts` as written, counted (into `counts` when given: a streaming pass adds text by text)."""
+    counts = Counter() if counts is None else counts
     for text in texts:
-        counts.update(norm.normalize_str(text) if norm is not None else text)
-    for c in [c for c in counts if c.isspace()]:
-        del counts[c]
-    return char_vocab_from_counts(counts)
+        counts.update(text)
+    return counts
+
+
+def char_list(tokenizer: TextTokenizer, counts: Counter) -> list[str]:
+    """The character list for `count_chars` counts, each character as the tokenizer normalises it (lower-cased
+    if it lower-cases): <pad>, <unk>, then most frequent first. Whitespace never reaches a token: left out."""
+    norm = tokenizer.hf.normalizer
+    out: Counter[str] = Counter()
+    for c, n in counts.items():
+        for d in (norm.normalize_str(c) if norm is not None else c):
+            if not d.isspace():
+                out[d] += n
+    return char_vocab_from_counts(out)
+
+
+def text_chars(tokenizer: TextTokenizer, texts: Iterable[str]) -> list[str]:
+    return char_list(tokenizer, count_chars(texts))
 
 
 @dataclass
@@ -263,39 +305,49 @@ class Encoded:
     type_chars: RaggedArray | None = None
 
 
+class Speller:
+    """Texts -> token ids and, per token, a row in a growing table of spelled distinct surface forms: the
+    token's text (normalised as the tokenizer does) spelled with `chars` (unknown characters -> 1) up to
+    MAX_WORD_CHARS. An empty text's one <unk> is spelled as one unknown character."""
+
+    def __init__(self, tokenizer: TextTokenizer, chars: Sequence[str]):
+        self.tokenizer, self.norm = tokenizer, tokenizer.hf.normalizer
+        self.index = {c: i for i, c in enumerate(chars)}
+        self.raw: dict[str, int] = {}    # surface as written -> row (normalised surfaces: one row each)
+        self.words: dict[str, int] = {}
+        self.spelled: list[list[int]] = []
+
+    def _row(self, surface: str) -> int:
+        word = self.norm.normalize_str(surface) if self.norm is not None else surface
+        if word not in self.words:
+            self.words[word] = len(self.spelled)
+            self.spelled.append([self.index.get(c, 1) for c in word[:MAX_WORD_CHARS]] or [1])
+        return self.raw.setdefault(surface, self.words[word])
+
+    def encode(self, texts: Sequence[str], max_length: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+        """(ids, rows) per text, the ids exactly as `encode_seqs` gives them."""
+        encodings = self.tokenizer.hf.encode_batch(list(texts), add_special_tokens=False)  # with offsets
+        raw, seqs, types = self.raw, [], []
+        for text, e in zip(texts, encodings):
+            ids, offsets = e.ids, e.offsets
+            if max_length:
+                ids, offsets = ids[:max_length], offsets[:max_length]
+            if not ids:
+                ids, offsets = [UNK_ID], [(0, 0)]
+            seqs.append(ids)
+            # strip: a subword's offsets can take in the space before it (BPE's metaspace)
+            types.append([raw[w] if (w := text[a:b].strip()) in raw else self._row(w) for a, b in offsets])
+        return seqs, types
+
+
 def encode_classification(tokenizer: TextTokenizer, texts: Sequence[str], max_length: int | None = None,
                           chars: Sequence[str] | None = None) -> Encoded:
-    """`encode_texts`, plus each token's characters when `chars` is given: the surface form of the token in
-    the text (normalised as the tokenizer does: lower-cased if it lower-cases), spelled with `chars`
-    (unknown characters -> 1) up to MAX_WORD_CHARS; an empty text's one <unk> is spelled as one unknown
-    character."""
+    """`encode_texts`, plus each token's characters (`Speller`) when `chars` is given."""
     if not chars:
         return Encoded(encode_texts(tokenizer, texts, max_length))
-    encodings = tokenizer.hf.encode_batch(list(texts), add_special_tokens=False)  # with offsets
-    norm = tokenizer.hf.normalizer
-    index = {c: i for i, c in enumerate(chars)}
-    raw: dict[str, int] = {}      # surface as written -> type (normalised surfaces: one type each)
-    words: dict[str, int] = {}
-    spelled: list[list[int]] = []
-
-    def word_type(surface: str) -> int:
-        word = norm.normalize_str(surface) if norm is not None else surface
-        if word not in words:
-            words[word] = len(spelled)
-            spelled.append([index.get(c, 1) for c in word[:MAX_WORD_CHARS]] or [1])
-        return raw.setdefault(surface, words[word])
-
-    seqs, types = [], []
-    for text, e in zip(texts, encodings):
-        ids, offsets = e.ids, e.offsets
-        if max_length:
-            ids, offsets = ids[:max_length], offsets[:max_length]
-        if not ids:
-            ids, offsets = [UNK_ID], [(0, 0)]
-        seqs.append(ids)
-        # strip: a subword's offsets can take in the space before it (BPE's metaspace)
-        types.append([raw[w] if (w := text[a:b].strip()) in raw else word_type(w) for a, b in offsets])
-    return Encoded(RaggedArray(seqs), RaggedArray(types), RaggedArray(spelled))
+    speller = Speller(tokenizer, chars)
+    seqs, types = speller.encode(texts, max_length)
+    return Encoded(RaggedArray(seqs), RaggedArray(types), RaggedArray(speller.spelled))
 
 
 def classification_batch(enc: Encoded, rows: Sequence[int]) -> dict:

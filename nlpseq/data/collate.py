@@ -32,4 +32,5 @@ def gather_ragged(ragged, rows: np.ndarray, pad: int = 0) -> tuple[np.ndarray, n
     index = np.where(valid, ragged.offsets[rows][:, None] + cols[None, :], 0)
     if ragged.flat.size == 0:
         return np.full(valid.shape, pad, dtype=np.int64), lengths
-    return np.where(valid, ragged.flat[index], pad).astype(np.int64, copy=False), lengths
+    # int64 before the pad goes in: a negative pad must not wrap around in an unsigned store dtype
+    return np.where(valid, ragged.flat[index].astype(np.int64, copy=False), pad), lengths

@@ -58,12 +58,15 @@ def epochs(dm, n=2):
     {"validation": None, "val_fraction": 0.2},
     {"max_length": 5, "tokenizer": {"kind": "bpe", "vocab_size": 300}},
     {"tokenizer": {"kind": "char", "lowercase": True}},
+    {"char_features": "cnn", "tokenizer": {"kind": "word", "lowercase": True, "min_frequency": 2}},
+    {"char_features": "cnn", "validation": None, "max_length": 5, "tokenizer": {"kind": "bpe", "vocab_size": 300}},
 ])
 def test_sentiment_same_vocabulary_labels_and_batches_as_in_memory(kw, monkeypatch):
     monkeypatch.setattr(example_store, "BATCH_ROWS", 97)  # many chunks even for the sample
     mem, ooc = sentiment(False, **kw), sentiment(True, **kw)
     assert "train" in mem.raw and "train" not in ooc.raw
     assert ooc.tokenizer.to_json() == mem.tokenizer.to_json() and ooc.labels.labels == mem.labels.labels
+    assert ooc.chars == mem.chars and (ooc.chars is not None) == ("char_features" in kw)
     assert ooc.num_examples == mem.num_examples
     store = example_store.open_store(ooc.cache_dir, "train.examples", _key_of(ooc))
     assert isinstance(store.ragged["text"].flat, np.memmap) and store.ragged["text"].flat.dtype in (np.uint8, np.uint16)

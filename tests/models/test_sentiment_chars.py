@@ -107,16 +107,11 @@ def test_learns_a_spelling_rule_only_with_character_features(tmp_path):
 
 def test_settings_that_cannot_work_are_one_line_errors(tmp_path):
     write_suffix_data(tmp_path / "train.tsv", 20, random.Random(1))
-    with pytest.raises(ConfigError, match="data.out_of_core.*model.char_encoder"):
-        ClassificationDataModule(train=str(tmp_path / "train.tsv"), char_features="cnn", out_of_core=True)
     with pytest.raises(ConfigError, match="data.char_features"):
         ClassificationDataModule(train=str(tmp_path / "train.tsv"), char_features="cnnn")
     tokenizer = TextTokenizer.train(["a b"], kind="word").to_json()
     with pytest.raises(ConfigError, match="model.char_encoder.*character list"):
         SentimentClassifier(tokenizer, ["x", "y"], char_encoder=CHAR_CNN)
-    # auto out-of-core never picks streaming when characters are on (they need the file in memory)
-    dm = ClassificationDataModule(train=str(tmp_path / "train.tsv"), char_features=True)
-    assert not dm._use_out_of_core()
 
 
 def test_cli_run_with_character_features_loads_and_predicts_alone(tmp_path, cli):
