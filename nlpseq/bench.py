@@ -420,7 +420,7 @@ def measure_training(cfg, dm, model, options: dict) -> tuple[dict, torch.nn.Modu
     result.update(precision=precision, matmul_roof_dtype=roof_name, matmul_roof_flops=roof,
                   matmul_roof_flops_cpu=roof_cpu)
     flops_per_token = model.train_flops_per_token() if hasattr(model, "train_flops_per_token") else None
-    if hasattr(model, "train_flops"):  # FLOPs that depend on the batch beyond its token count (NER's characters)
+    if hasattr(model, "train_flops"):  # FLOPs that depend on the batch beyond its token count (characters)
         flops_per_token = sum(model.train_flops(b) for b in batches[warmup:]) / max(tokens, 1)
     if flops_per_token:
         achieved = flops_per_token * result["train_tokens_per_sec_nlpseq"]
