@@ -41,10 +41,11 @@ from typing import Callable
 
 import torch
 
-from nlpseq.errors import ConfigError, NlpseqError, check_bool, check_int
+from nlpseq.errors import ConfigError, check_bool, check_int
 from nlpseq.evaluation import TASKS
 from nlpseq.evaluation.base import data_specs, path_exists, run_settings
-from nlpseq.predict import RAW_KEYS, _ckpt_paths, _out_of_memory, load, parse_args
+from nlpseq.predict import RAW_KEYS, _ckpt_paths, load, parse_args
+from nlpseq.utils.commands import run_command
 
 USAGE = ("usage: python -m nlpseq.evaluate ckpt=PATH[,PATH...] data=FILE[,FILE...] [batch_size=64] [device=cpu] "
          "[output=FILE|-] [members=true|false] [task options]")
@@ -200,52 +201,39 @@ def print_tables(report: dict, stream=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
-        return 0
-    args: dict = {}
-    try:
-        for arg in argv:
-            if "=" not in arg:
-                raise ConfigError(arg, f"expected key=value; {USAGE}")
-        args = parse_args(argv, raw=(*RAW_KEYS, "data"))
-        for key in ("ckpt", "data"):
-            if key not in args or not str(args[key]).strip():
-                raise ConfigError(key, f"missing; {USAGE}")
-        target = str(args.pop("output", ""))
-        options = dict(args)
-        if target and target != "-":
-            if Path(target).is_dir():
-                raise ConfigError("output", f"{target} is a folder; name a file for the JSON results")
-            files = [f for s in data_specs(args["data"]) for f in (s.values() if isinstance(s, dict) else [s])]
-            if any(path_exists(f) and Path(f).resolve() == Path(target).resolve() for f in files):
-                raise ConfigError("output", f"{target} is a data file (it would be overwritten)")
-        report = evaluate(options.pop("ckpt"), options.pop("data"), progress=lambda line: print(line, file=sys.stderr),
-                          **options)
-        text = json.dumps(report, indent=2) + "\n"
-        if target == "-":
-            sys.stdout.write(text)
-            return 0
-        print_tables(report)
-        if target:
-            from nlpseq.utils.io import atomic_write_text
+    return run_command(argv, __doc__, USAGE, _main, "evaluating", ("batch_size", "beam_size"),
+                       "batch_size (or beam_size)")
 
-            atomic_write_text(target, text)
-            print(f"wrote the results to {target}", file=sys.stderr)
+
+def _main(argv: list[str], args: dict) -> int:
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(arg, f"expected key=value; {USAGE}")
+    args.update(parse_args(argv, raw=(*RAW_KEYS, "data")))
+    for key in ("ckpt", "data"):
+        if key not in args or not str(args[key]).strip():
+            raise ConfigError(key, f"missing; {USAGE}")
+    options = dict(args)
+    target = str(options.pop("output", ""))
+    if target and target != "-":
+        if Path(target).is_dir():
+            raise ConfigError("output", f"{target} is a folder; name a file for the JSON results")
+        files = [f for s in data_specs(args["data"]) for f in (s.values() if isinstance(s, dict) else [s])]
+        if any(path_exists(f) and Path(f).resolve() == Path(target).resolve() for f in files):
+            raise ConfigError("output", f"{target} is a data file (it would be overwritten)")
+    report = evaluate(options.pop("ckpt"), options.pop("data"), progress=lambda line: print(line, file=sys.stderr),
+                      **options)
+    text = json.dumps(report, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
         return 0
-    except NlpseqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-        if not _out_of_memory(e):
-            raise
-        sizes = ", ".join(f"{k}={args[k]}" for k in ("batch_size", "beam_size") if k in args)
-        print(f"error: out of memory while evaluating ({sizes or 'default options'}); lower batch_size (or "
-              f"beam_size). {str(e).splitlines()[0] if str(e) else ''}".rstrip(), file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        return 0
+    print_tables(report)
+    if target:
+        from nlpseq.utils.io import atomic_write_text
+
+        atomic_write_text(target, text)
+        print(f"wrote the results to {target}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from nlpseq.checkpoint import load_module
-from nlpseq.errors import CheckpointError, ConfigError, NlpseqError
+from nlpseq.errors import CheckpointError, ConfigError
 from nlpseq.registry import predictor_class
+from nlpseq.utils.commands import run_command
 
 USAGE = "usage: python -m nlpseq.predict ckpt=PATH[,PATH...] [input=FILE|-] [output=FILE|-] [batch_size=64] [device=cpu] [task options]"
 
@@ -77,49 +78,30 @@ def parse_args(argv: list[str], raw: tuple[str, ...] = RAW_KEYS) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
-        return 0
-    args: dict = {}
-    try:
-        args = parse_args(argv)
-        if "ckpt" not in args:
-            raise ConfigError("ckpt", f"missing; {USAGE}")
-        predictor = load(_ckpt_paths(args.pop("ckpt")))
-        device = args.pop("device", "cpu")
-        predictor.to(device)
-        source, target = str(args.pop("input", "-")), str(args.pop("output", "-"))
-        options = inspect.signature(predictor.predict_file).parameters
-        for key in args:
-            if key not in options or key in ("lines", "out", "path", "source", "target"):
-                known = [k for k in options if k not in ("lines", "out", "path", "source", "target")]
-                raise ConfigError(key, f"unknown option for {predictor.task} (known: ckpt, input, output, device, {', '.join(known)})")
-        if source != "-" and not Path(source).is_file():
-            raise ConfigError("input", f"{source}: file not found")
-        if target != "-" and Path(target).exists() and Path(target).resolve() == Path(source).resolve():
-            raise ConfigError("output", "must not be the input file (it would be overwritten)")
-        return _run(predictor, source, target, args)
-    except NlpseqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-        if not _out_of_memory(e):
-            raise
-        sizes = ", ".join(f"{k}={args[k]}" for k in ("batch_size", "beam_size", "num_samples", "max_new_tokens")
-                          if k in args)
-        print(f"error: out of memory while predicting ({sizes or 'default options'}); lower batch_size (or "
-              f"beam_size / num_samples / max_new_tokens). {str(e).splitlines()[0] if str(e) else ''}".rstrip(),
-              file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        return 0
+    return run_command(argv, __doc__, USAGE, _main, "predicting",
+                       ("batch_size", "beam_size", "num_samples", "max_new_tokens"),
+                       "batch_size (or beam_size / num_samples / max_new_tokens)")
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    """A failed allocation: Python's MemoryError, torch's CPU allocator or CUDA out of memory."""
-    text = str(e)
-    return isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+def _main(argv: list[str], args: dict) -> int:
+    args.update(parse_args(argv))
+    if "ckpt" not in args:
+        raise ConfigError("ckpt", f"missing; {USAGE}")
+    args = dict(args)
+    predictor = load(_ckpt_paths(args.pop("ckpt")))
+    device = args.pop("device", "cpu")
+    predictor.to(device)
+    source, target = str(args.pop("input", "-")), str(args.pop("output", "-"))
+    options = inspect.signature(predictor.predict_file).parameters
+    for key in args:
+        if key not in options or key in ("lines", "out", "path", "source", "target"):
+            known = [k for k in options if k not in ("lines", "out", "path", "source", "target")]
+            raise ConfigError(key, f"unknown option for {predictor.task} (known: ckpt, input, output, device, {', '.join(known)})")
+    if source != "-" and not Path(source).is_file():
+        raise ConfigError("input", f"{source}: file not found")
+    if target != "-" and Path(target).exists() and Path(target).resolve() == Path(source).resolve():
+        raise ConfigError("output", "must not be the input file (it would be overwritten)")
+    return _run(predictor, source, target, args)
 
 
 def _run(predictor, source: str, target: str, options: dict) -> int:

@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT / "tests" / d) for d in ("ner", "translation", "generat
 from gen_helpers import TEXT, tiny_model  # noqa: E402
 from test_ensemble import sentiment  # noqa: E402
 from test_ner_ensemble import tagger  # noqa: E402
-from test_seq2seq import DECODERS, sentences, tiny  # noqa: E402
+from test_seq2seq import DECODERS, one_thread, sentences, tiny  # noqa: E402,F401 (one_thread: autouse)
 
 import nlpseq  # noqa: E402
 from nlpseq.bench import save_checkpoint  # noqa: E402
@@ -31,15 +31,6 @@ from nlpseq.errors import NlpseqError  # noqa: E402
 from nlpseq.evaluate import evaluate, main  # noqa: E402
 
 SAMPLE = ROOT / "tasks"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are latency-bound: one thread avoids OpenMP waits on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def script(name: str):
@@ -344,3 +335,16 @@ def test_errors_name_the_option_file_and_line(ckpts, tmp_path, capsys):
         "error: start: applies to a plain-text file read whole")
     assert run_main([f"ckpt={lm}", f"data={dev}", "condition_column=label"], capsys) == \
         "error: condition_column: this model was trained without conditions"
+
+
+def test_running_out_of_memory_is_one_line_naming_the_sizes(trained_sentiment, monkeypatch, capsys):
+    from nlpseq.predictors.sentiment import SentimentPredictor
+
+    def exhausted(self, *args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 137438953472 bytes.")
+
+    monkeypatch.setattr(SentimentPredictor, "predict", exhausted)
+    data = ROOT / "tasks" / "sentiment" / "sample" / "dev.tsv"
+    assert main([f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", f"data={data}", "batch_size=4096"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: out of memory while evaluating (batch_size=4096); lower")
