@@ -348,3 +348,21 @@ def test_running_out_of_memory_is_one_line_naming_the_sizes(trained_sentiment, m
     assert main([f"ckpt={trained_sentiment / 'checkpoints' / 'best.ckpt'}", f"data={data}", "batch_size=4096"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: out of memory while evaluating (batch_size=4096); lower")
+
+
+def test_sentiment_columns_travel_in_the_checkpoint(tmp_path):
+    """A checkpoint moved away from its run (no .hydra/config.yaml) still reads files with its own columns."""
+    from nlpseq.data.classification import ClassificationDataModule
+    from nlpseq.models.classifier import SentimentClassifier
+
+    rows = [("a fine film", "up"), ("a dull film", "down")] * 4
+    train = tmp_path / "train.tsv"
+    train.write_text("review\tstars\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    dm = ClassificationDataModule(train=str(train), validation=str(train), text_column="review", label_column="stars")
+    dm.prepare()
+    assert dm.model_inputs()["reader"] == {"text_column": "review", "label_column": "stars"}
+    ckpt = tmp_path / "moved.ckpt"
+    save_checkpoint(SentimentClassifier(**dm.model_inputs(), embedding={"dim": 4}, encoder={"hidden_size": 4}), ckpt)
+    report = evaluate(str(ckpt), str(train))
+    assert report["options"]["text_column"][0] == "review" and report["options"]["label_column"][0] == "stars"
+    assert report["results"][0]["examples"] == len(rows)

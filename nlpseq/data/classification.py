@@ -174,7 +174,9 @@ class ClassificationDataModule(TextDataModule):
         self.chars = vocab.get("chars")
 
     def model_inputs(self) -> dict:
-        inputs = {"tokenizer": self.tokenizer.to_json(), "labels": list(self.labels.labels)}
+        # the columns travel too: `python -m nlpseq.evaluate` reads labelled files the same way
+        reader = {"text_column": _plain(self.text_column), "label_column": _plain(self.label_column)}
+        inputs = {"tokenizer": self.tokenizer.to_json(), "labels": list(self.labels.labels), "reader": reader}
         if self.chars:
             inputs["chars"] = list(self.chars)
         return inputs
@@ -254,6 +256,10 @@ class ClassificationDataModule(TextDataModule):
     def bench_inputs(self, n: int) -> list[str]:
         """Validation texts (repeated up to n) for nlpseq.bench's inference timing."""
         return repeat_to(self.raw["validation"]["text"] if "validation" in self.raw else [], n)
+
+
+def _plain(columns: str | Sequence[str]) -> str | list[str]:
+    return columns if isinstance(columns, str) else list(columns)
 
 
 def _char_flag(value) -> bool:

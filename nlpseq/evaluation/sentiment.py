@@ -17,10 +17,13 @@ class Sentiment(Task):
     labels = {"accuracy": "accuracy", "macro_f1": "macro F1"}
 
     def defaults(self, model, run):
-        return {"format": "auto",
-                "text_column": with_fallbacks(run["text_column"], SENTIMENT_TEXT_COLUMNS)
-                if "text_column" in run else list(SENTIMENT_TEXT_COLUMNS),
-                "label_column": with_fallbacks(run["label_column"], ["label"]) if "label_column" in run else "label"}
+        """The checkpoint's reader settings (newer checkpoints carry them), else the run config's; a column
+        given there comes first, the usual names after it."""
+        given = {**run, **getattr(model, "reader", {})}
+        return {"format": "auto",  # the training file's format says nothing of this one's
+                "text_column": with_fallbacks(given["text_column"], SENTIMENT_TEXT_COLUMNS)
+                if "text_column" in given else list(SENTIMENT_TEXT_COLUMNS),
+                "label_column": with_fallbacks(given["label_column"], ["label"]) if "label_column" in given else "label"}
 
     def check(self, opts, model):
         from nlpseq.data.tables import FORMATS

@@ -26,11 +26,12 @@ class SentimentClassifier(TaskModule):
 
     def __init__(self, tokenizer: str, labels: list[str], embedding: dict | None = None, encoder: dict | None = None,
                  head: dict | None = None, optim: dict | None = None, scheduler: dict | None = None,
-                 chars: list[str] | None = None, char_encoder: dict | None = None):
+                 chars: list[str] | None = None, char_encoder: dict | None = None, reader: dict | None = None):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.tokenizer = TextTokenizer.from_json(tokenizer)
         self.labels = list(labels)
+        self.reader = dict(reader or {})  # the training files' text and label columns
         self.embedding = build(TokenEmbedding, embedding, "model.embedding",
                                vocab_size=self.tokenizer.vocab_size, padding_idx=PAD_ID)
         char_cfg = dict(char_encoder) if char_encoder else None
