@@ -29,9 +29,9 @@ alone; default true), the reading options of the task and the options of its pre
                start
 
 Reading options the checkpoint carries (NER's token column, separator, -DOCSTART- handling and tag scheme;
-sentiment's text and label columns)
-are its defaults; others come from the run's saved config (<run>/.hydra/config.yaml beside
-<run>/checkpoints/) where there is one, else from the defaults above; the command line overrides both.
+sentiment's text and label columns) are its defaults; others come from the run's saved config
+(<run>/.hydra/config.yaml beside <run>/checkpoints/) where there is one, else from the defaults above; the
+command line overrides both.
 """
 from __future__ import annotations
 
