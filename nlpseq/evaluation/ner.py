@@ -58,29 +58,15 @@ class Ner(Task):
         return Data(spec_name(spec), len(sentences), ([s[1] for s in sentences], [s[2] for s in sentences]),
                     {"scheme": scheme, "tokens": sum(len(s[1]) for s in sentences)})
 
-    @staticmethod
-    def tag(predictor, sentences, batch_size: int, scheme: str) -> list[list[str]]:
-        """Tags of the sentences (tokens as the file gives them, spaces included) in `scheme`, as
-        `python -m nlpseq.predict` appends them to a column file."""
-        from nlpseq.metrics.schemes import from_spans
-
-        model = predictor.model
-        reader, labels = predictor._span_reader(), model.labels
-        out = []
-        for ids, _ in predictor._tag(sentences, batch_size):
-            out.append(from_spans(reader.spans(ids), len(ids), scheme) if scheme != model.scheme
-                       else [labels[i] for i in ids])
-        return out
-
     def warmup(self, predictor, data, batch_size, options):
-        self.tag(predictor, data.payload[0][:WARMUP], batch_size, data.extra["scheme"])
+        predictor.tag_tokens(data.payload[0][:WARMUP], batch_size, data.extra["scheme"])
 
     def score(self, predictor, data, batch_size, options):
         from nlpseq.metrics.spans import span_counts, span_scores
 
         sentences, gold = data.payload
         start = time.perf_counter()
-        predicted = self.tag(predictor, sentences, batch_size, data.extra["scheme"])
+        predicted = predictor.tag_tokens(sentences, batch_size, data.extra["scheme"])
         seconds = time.perf_counter() - start
         # iobes=True: conlleval's 2004 rules plus the IOBES variant's for S/E tags (identical on B/I/O tags)
         s = span_scores(span_counts(gold, predicted))

@@ -299,13 +299,22 @@ class NerPredictor(Predictor):
         out.flush()
         return n
 
+    def tag_tokens(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
+                   scheme: str | None = None) -> list[list[str]]:
+        """Tags (in `scheme`, default the training data's) of sentences given as token lists, each token used
+        exactly as given (a column file's token may hold spaces); what `predict_file` writes to a column file
+        and `python -m nlpseq.evaluate` scores."""
+        check_int("batch_size", batch_size, minimum=1)
+        scheme = check_choice("scheme", canonical_scheme(scheme or self.model.data_scheme), SCHEMES)
+        labels, train_scheme, reader = self.model.labels, self.model.scheme, self._span_reader()
+        return [from_spans(reader.spans(ids), len(ids), scheme) if scheme != train_scheme else [labels[i] for i in ids]
+                for ids, _ in self._tag(sentences, batch_size)]
+
     def _write_columns(self, sentences: list, lines: list[tuple[int, str]], out: TextIO, batch_size: int,
                        scheme: str, separator: str, source: str) -> None:
-        tagged = self._tag([tokens for _, tokens, _ in sentences], batch_size)
-        labels, train_scheme, reader = self.model.labels, self.model.scheme, self._span_reader()
+        tagged = self.tag_tokens([tokens for _, tokens, _ in sentences], batch_size, scheme)
         predicted: dict[int, str] = {}  # line number -> tag
-        for (start, tokens, _), (ids, _) in zip(sentences, tagged):
-            tags = from_spans(reader.spans(ids), len(ids), scheme) if scheme != train_scheme else [labels[i] for i in ids]
+        for (start, tokens, _), tags in zip(sentences, tagged):
             for i, tag in enumerate(tags):
                 predicted[start + i] = tag
         sep = "\t" if separator == "tab" else " "
