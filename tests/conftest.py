@@ -33,6 +33,18 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are latency-bound: one torch thread avoids OpenMP waits on a busy shared machine. Modules
+    of tiny-model tests use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def trained_sentiment(tmp_path_factory) -> Path:
     """One short CLI training run on the shipped sample, shared by tests that need a real checkpoint."""

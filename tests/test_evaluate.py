@@ -22,13 +22,15 @@ sys.path[:0] = [str(ROOT / "tests" / d) for d in ("ner", "translation", "generat
 from gen_helpers import TEXT, tiny_model  # noqa: E402
 from test_ensemble import sentiment  # noqa: E402
 from test_ner_ensemble import tagger  # noqa: E402
-from test_seq2seq import DECODERS, one_thread, sentences, tiny  # noqa: E402,F401 (one_thread: autouse)
+from test_seq2seq import DECODERS, sentences, tiny  # noqa: E402
 
 import nlpseq  # noqa: E402
 from nlpseq.bench import save_checkpoint  # noqa: E402
 from nlpseq.data.tagging import label_set  # noqa: E402
 from nlpseq.errors import NlpseqError  # noqa: E402
 from nlpseq.evaluate import evaluate, main  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SAMPLE = ROOT / "tasks"
 

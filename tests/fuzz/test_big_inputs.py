@@ -32,14 +32,7 @@ FAST = {"sentiment": {}, "ner": {}, "translation": {"beam_size": 1}, "generation
 MAX_MB, MAX_SECONDS = 300, 60  # generous: the machine is shared; what they catch is unbounded growth
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _record_calls(p, monkeypatch) -> list[tuple[int, int]]:

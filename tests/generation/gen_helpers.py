@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from nlpseq.data.lm import LanguageModelDataModule
@@ -41,10 +40,3 @@ def datamodule(tmp_path: Path, train_text: str, valid_text: str | None = None, n
     return dm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny recurrent steps are latency-bound: one thread avoids OpenMP waits on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from gen_helpers import TEXT, one_thread, tiny_model  # noqa: F401 (autouse)
+from gen_helpers import TEXT, tiny_model
 
 import nlpseq
 from nlpseq.bench import save_checkpoint
@@ -13,6 +13,8 @@ from nlpseq.errors import CheckpointError
 from nlpseq.models.language_model import generate_ids
 from nlpseq.predictors.generation import GenerationPredictor
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mean_log_probs(models, seq: list[int]) -> torch.Tensor:

@@ -4,12 +4,14 @@ import json
 import pytest
 import torch
 from conftest import QUIET, ROOT, SHARED_DATA, run_cli
-from gen_helpers import char_tokenizer, one_thread  # noqa: F401 (autouse)
+from gen_helpers import char_tokenizer
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from nlpseq.config import conf_dir, register_resolvers
 from nlpseq.predict import main as predict_main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SAMPLE = ROOT / "tasks" / "generation" / "sample"
 

@@ -4,11 +4,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from gen_helpers import datamodule, one_thread, write  # noqa: F401 (autouse)
+from gen_helpers import datamodule, write
 
 from nlpseq.data.lm import IGNORE, StreamWindows, WindowSampler, batchify, read_documents
 from nlpseq.errors import ConfigError, DataError
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def windows(data: np.ndarray, seq_len: int, **kw):

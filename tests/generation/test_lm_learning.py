@@ -12,11 +12,13 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from gen_helpers import datamodule, one_thread  # noqa: F401 (autouse)
+from gen_helpers import datamodule
 
 import nlpseq
 from nlpseq.models.language_model import LanguageModel
 from nlpseq.predictors.generation import GenerationPredictor
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit(model, dm, epochs: int) -> pl.Trainer:
@@ -39,7 +41,7 @@ def stream_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stream")
     dm = datamodule(tmp, "aaaab" * 800, "aaaab" * 300, seq_len=20, batch_size=8, eval_batch_size=1, seed=1)
     model = build(dm, samples={"prompts": ["aaaab"], "max_new_tokens": 10, "temperature": 0.3}, lr=0.03)
-    threads = torch.get_num_threads()  # module scope: the function-scoped one_thread fixture is not active yet
+    threads = torch.get_num_threads()  # set here too: module fixtures may run before one_thread
     torch.set_num_threads(1)
     printed = io.StringIO()
     try:

@@ -2,12 +2,14 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from gen_helpers import TEXT, one_thread, tiny_model  # noqa: F401 (autouse)
+from gen_helpers import TEXT, tiny_model
 
 from nlpseq.errors import ConfigError
 from nlpseq.models.language_model import IGNORE, LanguageModel
 from nlpseq.predictors.generation import Generation, GenerationPredictor
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stream_ids(model, rows=3, length=25, seed=0):

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gen_helpers import one_thread, write  # noqa: F401 (autouse)
+from gen_helpers import write
 
 from nlpseq.data import token_store
 from nlpseq.data.lm import LanguageModelDataModule, batchify, read_documents
 from nlpseq.errors import ConfigError, DataError
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, build_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SAMPLE = Path(__file__).parents[2] / "tasks" / "generation" / "sample"
 # multi-byte characters (2, 3 and 4 bytes), a decomposed é, Hangul jamo that NFC composes, CRLF, a BOM

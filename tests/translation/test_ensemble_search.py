@@ -14,7 +14,9 @@ from nlpseq.nn.search import length_penalty_factor
 from nlpseq.predictors.translation import TranslationPredictor
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, TextTokenizer
 
-from test_seq2seq import DECODERS, encode, one_thread, sentences, tiny, tokenizer_json  # noqa: F401 (autouse)
+from test_seq2seq import DECODERS, encode, sentences, tiny, tokenizer_json
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ensemble_log_probs(models, src, lengths, prefix: list[int]) -> torch.Tensor:

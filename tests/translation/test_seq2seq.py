@@ -16,13 +16,7 @@ from nlpseq.predictors.translation import Translation, TranslationPredictor
 from nlpseq.text.tokenizer import BOS_ID, EOS_ID, TextTokenizer
 from nlpseq.data.collate import pad_ids
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast as two on an idle machine, and far faster on a busy one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SYMBOLS = "a b c d e f g h i j k l".split()
