@@ -368,3 +368,34 @@ def test_sentiment_columns_travel_in_the_checkpoint(tmp_path):
     report = evaluate(str(ckpt), str(train))
     assert report["options"]["text_column"][0] == "review" and report["options"]["label_column"][0] == "stars"
     assert report["results"][0]["examples"] == len(rows)
+
+
+def test_translation_and_generation_settings_travel_in_the_checkpoint(tmp_path):
+    """Pair-table fields and a language model's columns are read from the checkpoint when no run config is near."""
+    from nlpseq.data.lm import LanguageModelDataModule
+    from nlpseq.data.parallel import TranslationDataModule
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"de": s, "en": s}) + "\n" for s in sentences(20, 1)))
+    dm = TranslationDataModule(train=str(pairs), validation=str(pairs), src_key="de", tgt_key="en")
+    dm.prepare()
+    assert dm.model_inputs()["reader"] == {"src_key": "de", "tgt_key": "en"}
+    mt = tmp_path / "mt.ckpt"
+    save_checkpoint(tiny(DECODERS["bahdanau-gru"], reader=dm.model_inputs()["reader"]).float(), mt)
+    report = evaluate(str(mt), str(pairs), beam_size=1)
+    assert report["options"]["src_key"] == "de" and report["results"][0]["examples"] == 20
+
+    table = tmp_path / "lines.tsv"
+    table.write_text("line\tmood\n" + "".join(f"{t}\t{m}\n" for t, m in [("to be", "a"), ("or not", "b")] * 5))
+    lm = LanguageModelDataModule(train=str(table), validation=str(table), mode="lines", text_column="line",
+                                 condition_column="mood", tokenizer={"kind": "char"})
+    lm.prepare()
+    assert lm.model_inputs()["reader"] == {"mode": "lines", "text_column": "line", "condition_column": "mood"}
+    from nlpseq.models.language_model import LanguageModel
+
+    gen = tmp_path / "lm.ckpt"
+    save_checkpoint(LanguageModel(**lm.model_inputs(), embedding={"dim": 4}, decoder={"hidden_size": 4},
+                                  samples={"prompts": []}), gen)
+    report = evaluate(str(gen), str(table))
+    assert report["options"]["mode"] == "lines" and report["options"]["text_column"] == "line"
+    assert report["options"]["condition_column"] == "mood" and report["results"][0]["examples"] == 10

@@ -371,8 +371,12 @@ class LanguageModelDataModule(TextDataModule):
         self.conditions = LabelVocab(vocab["conditions"]) if vocab.get("conditions") else None
 
     def model_inputs(self) -> dict:
+        # how the text was read travels too: `python -m nlpseq.evaluate` reads held-out files the same way
+        columns = lambda c: c if c is None or isinstance(c, str) else list(c)  # noqa: E731
         return {"tokenizer": self.tokenizer.to_json(),
-                "conditions": list(self.conditions.labels) if self.conditions else None}
+                "conditions": list(self.conditions.labels) if self.conditions else None,
+                "reader": {"mode": self.mode, "text_column": columns(self.text_column),
+                           "condition_column": columns(self.condition_column)}}
 
     # ---- encoding, once
     def _encode(self, docs: Documents) -> list[np.ndarray]:

@@ -353,7 +353,9 @@ class TranslationDataModule(TextDataModule):
         """Both tokenizers, the longest training source, and the target-side training tokens (the model may
         restrict its output vocabulary to them: with a joint vocabulary, source-only subwords are left out)."""
         return {"src_tokenizer": self.src_tokenizer.to_json(), "tgt_tokenizer": self.tgt_tokenizer.to_json(),
-                "max_src_length": int(self.max_src_length), "tgt_output_ids": list(self.tgt_output_ids)}
+                "max_src_length": int(self.max_src_length), "tgt_output_ids": list(self.tgt_output_ids),
+                # the table fields travel too: `python -m nlpseq.evaluate` reads pair tables the same way
+                "reader": {"src_key": self.src_key, "tgt_key": self.tgt_key}}
 
     # ---- encoding, once
     def encode_splits(self) -> None:

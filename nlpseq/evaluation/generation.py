@@ -20,9 +20,10 @@ class Generation(Task):
     WINDOW = 2048      # tokens per forward of one long sequence, the state carried (as the benchmark script)
 
     def defaults(self, model, run):
-        mode = run.get("mode") or ("lines" if model.conditions else "stream")
-        return {"format": "auto", "mode": mode, "text_column": run.get("text_column", "text"),
-                "condition_column": run.get("condition_column"), "start": 0.0}
+        given = {**run, **getattr(model, "reader", {})}  # the checkpoint's settings (newer ones), else the run's
+        mode = given.get("mode") or ("lines" if model.conditions else "stream")
+        return {"format": "auto", "mode": mode, "text_column": given.get("text_column", "text"),
+                "condition_column": given.get("condition_column"), "start": 0.0}
 
     def predict_options(self, predictor):
         return []  # nothing is generated: the members' forward passes score the text

@@ -15,7 +15,8 @@ class Translation(Task):
     predict_skip = ("n_best", "attention")
 
     def defaults(self, model, run):
-        return {"format": "auto", "src_key": run.get("src_key", "src"), "tgt_key": run.get("tgt_key", "tgt")}
+        given = {**run, **getattr(model, "reader", {})}  # the checkpoint's fields (newer ones), else the run's
+        return {"format": "auto", "src_key": given.get("src_key", "src"), "tgt_key": given.get("tgt_key", "tgt")}
 
     def check(self, opts, model):
         from nlpseq.data.parallel import PAIR_FORMATS

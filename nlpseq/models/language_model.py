@@ -58,9 +58,11 @@ class LanguageModel(TaskModule):
 
     def __init__(self, tokenizer: str, conditions: list[str] | None = None, embedding: dict | None = None,
                  decoder: dict | None = None, tie_weights: bool = False, condition_dim: int = 32,
-                 optim: dict | None = None, scheduler: dict | None = None, samples: dict | None = None):
+                 optim: dict | None = None, scheduler: dict | None = None, samples: dict | None = None,
+                 reader: dict | None = None):
         super().__init__()
         self.save_hyperparameters(logger=False)
+        self.reader = dict(reader or {})  # how the training text was read (mode, text and condition columns)
         self.tokenizer = TextTokenizer.from_json(tokenizer)
         self.conditions = list(conditions) if conditions else None
         vocab = self.tokenizer.vocab_size

@@ -113,9 +113,10 @@ class Translator(TaskModule):
                  embedding: dict | None = None, encoder: dict | None = None, decoder: dict | None = None,
                  tie_embeddings: bool = False, share_embeddings: bool = False, label_smoothing: float = 0.1,
                  search: dict | None = None, val_beam_size: int = 1, val_samples: int = 3,
-                 optim: dict | None = None, scheduler: dict | None = None):
+                 optim: dict | None = None, scheduler: dict | None = None, reader: dict | None = None):
         super().__init__()
         self.save_hyperparameters(logger=False)
+        self.reader = dict(reader or {})  # the training tables' source and target fields
         self.src_tokenizer = TextTokenizer.from_json(src_tokenizer)
         self.tgt_tokenizer = self.src_tokenizer if tgt_tokenizer == src_tokenizer else TextTokenizer.from_json(tgt_tokenizer)
         if max_src_length is not None:

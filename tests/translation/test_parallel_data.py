@@ -107,7 +107,7 @@ def test_datamodule_batches_and_empty_lines(tmp_path):
     loader = dm.train_dataloader()
     assert sum(len(x["index"]) for x in loader) == 20
     inputs = dm.model_inputs()
-    assert set(inputs) == {"src_tokenizer", "tgt_tokenizer", "max_src_length", "tgt_output_ids"} and inputs["max_src_length"] >= 5
+    assert set(inputs) == {"src_tokenizer", "tgt_tokenizer", "max_src_length", "tgt_output_ids", "reader"} and inputs["max_src_length"] >= 5
 
 
 def test_separate_vocabularies_sizes_and_lowercase(tmp_path):
