@@ -21,7 +21,7 @@ import torch
 
 from nlpseq.data import example_store
 from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
-from nlpseq.data.collate import gather_ragged, pad_ids
+from nlpseq.data.collate import distinct_spellings, gather_ragged, pad_ids
 from nlpseq.data.files import resolve
 from nlpseq.data.tables import iter_table, load_hub_table, load_table, to_dataset
 from nlpseq.data.tagging import MAX_WORD_CHARS, char_vocab_from_counts
@@ -363,11 +363,7 @@ def classification_batch(enc: Encoded, rows: Sequence[int]) -> dict:
     batch = {"input_ids": ids, "lengths": lengths}
     if enc.types is not None:
         types, _ = gather_ragged(enc.types, np.asarray(rows, dtype=np.int64), pad=-1)
-        valid = types >= 0
-        uniq, inverse = np.unique(types[valid], return_inverse=True)
-        word_chars = np.zeros(types.shape, dtype=np.int64)
-        word_chars[valid] = inverse
-        char_ids, char_lengths = gather_ragged(enc.type_chars, uniq)
+        char_ids, char_lengths, word_chars = distinct_spellings(types, types >= 0, enc.type_chars)
         batch.update(char_ids=torch.from_numpy(char_ids), char_lengths=torch.from_numpy(char_lengths),
                      word_chars=torch.from_numpy(word_chars))
     return batch

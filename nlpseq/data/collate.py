@@ -23,6 +23,16 @@ def lengths_to_mask(lengths: torch.Tensor, width: int | None = None) -> torch.Te
     return torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def distinct_spellings(word_types: np.ndarray, valid: np.ndarray, type_chars) -> tuple[np.ndarray, ...]:
+    """The characters of the distinct word types at the `valid` positions of `word_types` [B, T], each once:
+    char_ids [U, L], char_lengths [U], and word_chars [B, T], each position's row in them (0 where not valid)."""
+    uniq, inverse = np.unique(word_types[valid], return_inverse=True)
+    word_chars = np.zeros(word_types.shape, dtype=np.int64)
+    word_chars[valid] = inverse
+    char_ids, char_lengths = gather_ragged(type_chars, uniq)
+    return char_ids, char_lengths, word_chars
+
+
 def gather_ragged(ragged, rows: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a RaggedArray padded into a matrix [len(rows), longest] and their lengths, with numpy."""
     lengths = ragged.lengths[rows].astype(np.int64, copy=False)  # int64 from any store (int32 lengths, uint8 ids)

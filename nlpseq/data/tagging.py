@@ -31,7 +31,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from nlpseq.data import example_store
 from nlpseq.data.base import HUB_NOT_STREAMED, EncodedDataset, RaggedArray, TextDataModule, repeat_to
-from nlpseq.data.collate import gather_ragged
+from nlpseq.data.collate import distinct_spellings
 from nlpseq.data.conll import (FORMATS, INPUT_SCHEMES, SEPARATORS, convert, convert_all, detect_format, detect_scheme,
                                iter_tagged, load_hub_tagged, read_tagged)
 from nlpseq.data.files import resolve
@@ -326,10 +326,7 @@ class TaggingFeaturizer:
         # int64 whatever the store's dtype (out of core: uint32 types, uint8 tags): torch reads uint8 as a mask
         word_types = np.where(valid, enc.types[flat_pos], 0).astype(np.int64, copy=False) if enc.types.size \
             else np.zeros_like(flat_pos)
-        uniq, inverse = np.unique(word_types[valid], return_inverse=True)
-        word_chars = np.zeros_like(word_types)
-        word_chars[valid] = inverse
-        char_ids, char_lengths = gather_ragged(enc.type_chars, uniq)
+        char_ids, char_lengths, word_chars = distinct_spellings(word_types, valid, enc.type_chars)
         batch = {
             "lengths": torch.from_numpy(lengths),
             "case_ids": torch.from_numpy(np.where(valid, enc.type_case[word_types], 0)),
