@@ -13,6 +13,7 @@ from nlpseq.data.collate import lengths_to_mask
 from nlpseq.errors import ConfigError
 from nlpseq.models.base import TaskModule
 from nlpseq.nn.char_encoder import CharEncoder
+from nlpseq.nn.dropout import Dropout
 from nlpseq.nn.embeddings import TokenEmbedding
 from nlpseq.nn.encoders import RecurrentEncoder
 from nlpseq.nn.heads import PoolingClassifier
@@ -43,7 +44,7 @@ class SentimentClassifier(TaskModule):
         self.chars = list(chars) if char_cfg is not None else None
         self.char_encoder = build(CharEncoder, char_cfg, "model.char_encoder", num_chars=len(chars)) \
             if char_cfg is not None else None
-        self.char_dropout = torch.nn.Dropout(self.embedding.dropout.p if self.char_encoder is not None else 0.0)
+        self.char_dropout = Dropout(self.embedding.dropout.p if self.char_encoder is not None else 0.0)
         char_size = self.char_encoder.output_size if self.char_encoder is not None else 0
         self.encoder = build(RecurrentEncoder, encoder, "model.encoder", input_size=self.embedding.dim + char_size)
         self.head = build(PoolingClassifier, head, "model.head", input_size=self.encoder.output_size,

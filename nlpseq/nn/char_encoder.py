@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from nlpseq.errors import check_choice, check_float, check_int
+from nlpseq.nn.dropout import Dropout
 
 KINDS = ("cnn", "lstm")
 
@@ -34,7 +35,7 @@ class CharEncoder(nn.Module):
 
             raise ConfigError("kernel_size", f"must be odd (so every position keeps its centre), got {kernel_size}")
         self.embed = nn.Embedding(num_chars, dim, padding_idx=0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.hidden_size = hidden_size
         if kind == "cnn":
             self.conv = nn.Conv1d(dim, hidden_size, kernel_size, padding=kernel_size // 2)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nlpseq.errors import DataError, check_float, check_int
+from nlpseq.nn.dropout import Dropout
 from nlpseq.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class TokenEmbedding(nn.Module):
         nn.init.normal_(self.embed.weight, std=dim ** -0.5)
         with torch.no_grad():
             self.embed.weight[padding_idx].zero_()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def weight(self) -> nn.Parameter:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlpseq.errors import ConfigError, check_bool, check_choice, check_float, check_int
+from nlpseq.nn.dropout import dropout
 
 CELLS = ("rnn", "lstm", "gru")
 INITS = ("default", "orthogonal", "identity")
@@ -115,7 +115,7 @@ class RecurrentEncoder(nn.Module):
             states = x
             for k in range(self.num_layers):
                 if k > 0 and self.training and rnn.dropout > 0:  # nn.LSTM's inter-layer dropout
-                    states = F.dropout(states, rnn.dropout, True)
+                    states = dropout(states, rnn.dropout, True)
                 outs = []
                 for d in range(self.num_directions):
                     suffix = "_reverse" if d else ""

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from nlpseq.errors import check_choice, check_float, check_int
+from nlpseq.nn.dropout import Dropout
 
 POOLINGS = ("last", "mean", "max", "attention")
 
@@ -22,10 +23,10 @@ class PoolingClassifier(nn.Module):
         self.pooling = pooling
         if pooling == "attention":
             self.score = nn.Linear(input_size, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         layers: list[nn.Module] = []
         if hidden_size:
-            layers += [nn.Linear(input_size, hidden_size), nn.Tanh(), nn.Dropout(dropout)]
+            layers += [nn.Linear(input_size, hidden_size), nn.Tanh(), Dropout(dropout)]
             input_size = hidden_size
         layers.append(nn.Linear(input_size, num_classes))
         self.out = nn.Sequential(*layers)
@@ -52,7 +53,7 @@ class TaggingHead(nn.Module):
         super().__init__()
         check_int("num_tags", num_tags, minimum=1)
         check_float("dropout", dropout, 0.0, 1.0, high_open=True)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.proj = nn.Linear(input_size, num_tags)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
