@@ -41,7 +41,6 @@ from nlpseq.predictors.base import Predictor, _chunks, batches_by_length, check_
 
 FILE_FORMATS = ("auto", "text", "conll")
 _SPACE = re.compile(r"\s")
-
 MAX_WORDS = 1000          # longer sentences are tagged in pieces of at most this many words
 MAX_BATCH_WORDS = 16_384  # words (padded) per batch, on top of batch_size
 MAX_NBEST_CELLS = 10_000_000  # n x words x labels: the n-best search keeps that many back-pointers
@@ -57,6 +56,21 @@ def _valid_tokens(tokens: list) -> bool:
     except (TypeError, UnicodeEncodeError):
         return False
     return all(tokens) and _SPACE.search(joined) is None
+
+
+def _check_tokens(tokens: list, i: int) -> None:
+    """The one-line error naming sentence i's first bad token (a check per token: for when `_valid_tokens` fails)."""
+    for j, tok in enumerate(tokens):
+        if not isinstance(tok, str) or not tok or _SPACE.search(tok):
+            raise NlpseqError(f"predict: sentence {i}, token {j}: expected a non-empty string without "
+                              f"spaces, got {tok!r}"[:300])
+        check_unicode(tok, f"sentence {i}, token {j}")
+
+
+def _round6(conf: torch.Tensor) -> torch.Tensor:
+    """Confidences rounded to 6 decimals in float64: a float32 times 1e6 is exact in float64, so each value equals
+    Python's round(c, 6) (the same half-to-even choice, then the nearest double)."""
+    return conf.float().double().mul_(1e6).round_().div_(1e6)
 
 
 @dataclass
@@ -162,12 +176,8 @@ class NerPredictor(Predictor):
                 pairs = tokenize_text(item)
                 out.append((item, [t for t, _ in pairs], [o for _, o in pairs]))
                 continue
-            if not _valid_tokens(item):  # the per-token checks only to name the bad token
-                for j, tok in enumerate(item):
-                    if not isinstance(tok, str) or not tok or _SPACE.search(tok):
-                        raise NlpseqError(f"predict: sentence {i}, token {j}: expected a non-empty string without "
-                                          f"spaces, got {tok!r}"[:300])
-                    check_unicode(tok, f"sentence {i}, token {j}")
+            if not _valid_tokens(item):
+                _check_tokens(item, i)
             text, offsets = tokens_with_offsets(item)
             out.append((text, list(item), offsets))
         return out, single
@@ -191,10 +201,7 @@ class NerPredictor(Predictor):
             for rows in batches_by_length(encoded[0].lengths.tolist(), batch_size, MAX_BATCH_WORDS):
                 emissions, mask, lengths = self._emissions(encoded, rows)
                 paths, conf = model.decode(emissions, mask, confidence=True, crf=crf)
-                # rounded to 6 decimals in one tensor op: a float32 times 1e6 is exact in float64, so each value
-                # equals Python's round(c, 6) (the same half-to-even choice, then the nearest double)
-                conf = conf.float().double().mul_(1e6).round_().div_(1e6)
-                for r, n, p, c in zip(rows, lengths.tolist(), paths.tolist(), conf.tolist()):
+                for r, n, p, c in zip(rows, lengths.tolist(), paths.tolist(), _round6(conf).tolist()):
                     tagged[r] = (p[:n], c[:n])
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in sentences]
         for (i, _, _), (ids, conf) in zip(pieces, tagged):

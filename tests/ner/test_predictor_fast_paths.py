@@ -7,20 +7,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlpseq.predictors.base import check_unicode
 from nlpseq.errors import NlpseqError
-from nlpseq.predictors.ner import _SPACE, _valid_tokens
+from nlpseq.predictors.ner import _check_tokens, _round6, _valid_tokens
 
 
 def _valid_tokens_reference(tokens) -> bool:
-    """The per-token checks `_inputs` makes when the fast path says no."""
-    for tok in tokens:
-        if not isinstance(tok, str) or not tok or _SPACE.search(tok):
-            return False
-        try:
-            check_unicode(tok, "token")
-        except NlpseqError:
-            return False
+    """The per-token checks `_inputs` falls back on to name a bad token."""
+    try:
+        _check_tokens(tokens, 0)
+    except NlpseqError:
+        return False
     return True
 
 
@@ -56,14 +52,14 @@ def test_valid_tokens_agrees_with_the_per_token_checks(tokens):
 def test_tensor_rounding_equals_python_round(values):
     """`_tag` rounds confidences as float64 tensors; each must equal Python's round(c, 6) of the float32."""
     conf = torch.tensor(values, dtype=torch.float32)
-    fast = conf.float().double().mul_(1e6).round_().div_(1e6).tolist()
+    fast = _round6(conf).tolist()
     assert fast == [round(c, 6) for c in conf.tolist()]
 
 
 def test_tensor_rounding_on_halfway_values():
     k = torch.arange(0, 10**6, 7, dtype=torch.float64)
     conf = ((k + 0.5) / 1e6).float()  # as close to a tie as float32 gets
-    fast = conf.double().mul_(1e6).round_().div_(1e6).tolist()
+    fast = _round6(conf).tolist()
     assert fast == [round(c, 6) for c in conf.tolist()]
 
 
